@@ -1,0 +1,197 @@
+// Command sfalloc asks SnowFlock's allocator for clone slots, the way salloc
+// asks Slurm: request, list, renew and release allocations, or hold one while
+// a command runs.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/snowflock/snowflock/allocator"
+	"github.com/snowflock/snowflock/egosf"
+	"github.com/snowflock/snowflock/egosf/config"
+)
+
+// Exit statuses.
+const (
+	exitOK         = 0
+	exitNotGranted = 1 // busy with --immediate, deadline passed, backend down
+	exitUsage      = 2 // usage or configuration error, unknown allocation
+)
+
+// globals are the flags every subcommand shares.
+type globals struct {
+	configFile string
+	backend    string
+	logLevel   string
+	logFormat  string
+	log        zerolog.Logger
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+func main() {
+	os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// usageError marks errors in how sfalloc was called.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// exitError carries a command's exit status (sfalloc run).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return "exit status " + strconv.Itoa(e.code) }
+
+func execute(args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	var ee exitError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "sfalloc: "+strings.Join(strings.Fields(err.Error()), " "))
+	return exitCode(err)
+}
+
+// exitCode maps an error to sfalloc's exit status.
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case errors.As(err, &ue),
+		errors.Is(err, allocator.ErrInvalidArgument),
+		errors.Is(err, allocator.ErrUnknownAllocation),
+		strings.HasPrefix(err.Error(), "unknown command"):
+		return exitUsage
+	}
+	// Not granted, deadline passed, backend down, interrupted.
+	return exitNotGranted
+}
+
+// nArgs accepts exactly n positional arguments, named in the error.
+func nArgs(n int, names string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError{fmt.Errorf("want %s, got %d argument(s)", names, len(args))}
+		}
+		return nil
+	}
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "sfalloc",
+		Short: "Request clone slots from SnowFlock's allocator",
+		Long: `sfalloc asks the configured allocator backend (a static pool, Slurm, EGO or a
+plugin) for clone slots, like salloc does for Slurm.
+
+Configuration is read from --config FILE, else $SNOWFLOCK_CONFIG, else
+/etc/snowflock/snowflock.yaml, else the built-in default: a static pool of
+this host with one slot per CPU. SNOWFLOCK_* variables override file values
+(SNOWFLOCK_STATE_DIR, SNOWFLOCK_ALLOCATOR_BACKEND,
+SNOWFLOCK_ALLOCATOR_STATIC_PLACEMENT, SNOWFLOCK_ALLOCATOR_STATIC_HOSTS=
+"h1=10.0.0.1:4,h2=10.0.0.2:4", ...).
+
+Results go to stdout, logs to stderr. Exit status: 0 success; 1 slots not
+granted (busy with --immediate, deadline passed, backend unavailable);
+2 usage or configuration error, or an unknown allocation.`,
+		Example: `  sfalloc request -n 6 --json
+  sfalloc request -n 8 --min 2 -J sweep -t 30s
+  sfalloc list
+  sfalloc release static-3f9a1c0b7e2d --host h1 --count 2
+  sfalloc run -n 4 -- mpirun --hostfile '$SF_HOSTFILE' ./solver`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return g.setupLogging()
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.configFile, "config", "", "configuration file (default: $SNOWFLOCK_CONFIG, else "+config.SystemFile+", else built-in)")
+	pf.StringVar(&g.backend, "backend", "", "allocator backend, overriding allocator.backend of the configuration")
+	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	pf.StringVar(&g.logFormat, "log-format", "console", "log format on stderr: console or json")
+	root.AddCommand(newRequestCmd(g), newReleaseCmd(g), newListCmd(g), newRenewCmd(g), newRunCmd(g), newBackendsCmd(g), newHostsCmd(g), newConfigCmd(g))
+	return root
+}
+
+func (g *globals) setupLogging() error {
+	lvl, err := zerolog.ParseLevel(g.logLevel)
+	if err != nil || g.logLevel == "" {
+		return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)}
+	}
+	var w io.Writer
+	switch g.logFormat {
+	case "json":
+		w = g.stderr
+	case "console":
+		w = zerolog.ConsoleWriter{Out: g.stderr, TimeFormat: time.TimeOnly}
+	default:
+		return usageError{fmt.Errorf("--log-format %q: want console or json", g.logFormat)}
+	}
+	g.log = zerolog.New(w).Level(lvl).With().Timestamp().Str("prog", "sfalloc").Logger()
+	return nil
+}
+
+// loadConfig loads the configuration, applying --backend.
+func (g *globals) loadConfig() (*config.Config, error) {
+	if g.backend != "" {
+		// The flag outranks file and environment alike.
+		os.Setenv("SNOWFLOCK_ALLOCATOR_BACKEND", g.backend)
+	}
+	cfg, err := egosf.LoadConfig(config.Options{File: g.configFile})
+	if err != nil {
+		return nil, err
+	}
+	g.log.Debug().Str("source", cfg.Source).Str("backend", cfg.Allocator.Backend).Str("state_dir", cfg.StateDir).Msg("configuration loaded")
+	return cfg, nil
+}
+
+// open loads the configuration and opens its allocator.
+func (g *globals) open(ctx context.Context) (*egosf.Client, error) {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	return egosf.Open(ctx, cfg)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// parseDuration reads a duration as Go text ("90s", "5m") or whole seconds.
+func parseDuration(flag, s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, usageError{fmt.Errorf("--%s %q: want a duration such as 30s, 5m or 1h30m, or whole seconds", flag, s)}
+	}
+	return d, nil
+}

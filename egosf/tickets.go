@@ -1,0 +1,213 @@
+// Package egosf is the library applications use to get clone slots: tickets
+// (slot allocations) requested, listed, renewed and released through the
+// configured allocator backend.
+package egosf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/snowflock/snowflock/allocator"
+	"github.com/snowflock/snowflock/allocator/builtin"
+	"github.com/snowflock/snowflock/egosf/config"
+)
+
+// Ticket is a grant of clone slots.
+type Ticket struct {
+	allocator.Allocation
+}
+
+// HostsString is the ticket's slots as "host:count,host:count" (SF_HOSTS).
+func (t *Ticket) HostsString() string {
+	parts := make([]string, len(t.Slots))
+	for i, s := range t.Slots {
+		parts[i] = fmt.Sprintf("%s:%d", s.Host, s.Count)
+	}
+	return strings.Join(parts, ",")
+}
+
+// Hostfile is the ticket as an MPI hostfile in Open MPI's form: one
+// "host slots=N" line per host.
+func (t *Ticket) Hostfile() string {
+	var b strings.Builder
+	for _, s := range t.Slots {
+		fmt.Fprintf(&b, "%s slots=%d\n", s.Host, s.Count)
+	}
+	return b.String()
+}
+
+// Env is the environment describing the ticket to a program:
+// SF_ALLOC_ID, SF_NSLOTS, SF_HOSTS and, when hostfile is not empty,
+// SF_HOSTFILE.
+func (t *Ticket) Env(hostfile string) []string {
+	env := []string{
+		"SF_ALLOC_ID=" + t.ID,
+		fmt.Sprintf("SF_NSLOTS=%d", t.Granted),
+		"SF_HOSTS=" + t.HostsString(),
+	}
+	if hostfile != "" {
+		env = append(env, "SF_HOSTFILE="+hostfile)
+	}
+	return env
+}
+
+// LoadConfig loads the configuration (see package config for the search
+// order), letting SNOWFLOCK_* variables override every built-in backend's
+// keys, and checks the selected backend's section.
+func LoadConfig(o config.Options) (*config.Config, error) {
+	o.EnvKeys = append(o.EnvKeys, builtin.EnvKeys()...)
+	cfg, err := config.Load(o)
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", err, allocator.ErrInvalidArgument)
+	}
+	if err := builtin.Check(cfg.Allocator.Backend, backendEnv(cfg)); err != nil {
+		return nil, fmt.Errorf("config %s: %w", cfg.Source, err)
+	}
+	return cfg, nil
+}
+
+func backendEnv(cfg *config.Config) builtin.Env {
+	return builtin.Env{StateDir: cfg.StateDir, Section: cfg.Allocator.Section(cfg.Allocator.Backend)}
+}
+
+// Client requests and manages tickets through one allocator backend.
+type Client struct {
+	cfg   *config.Config
+	alloc allocator.Allocator
+}
+
+// Open opens the allocator backend that cfg selects.
+func Open(ctx context.Context, cfg *config.Config) (*Client, error) {
+	a, err := builtin.Open(ctx, cfg.Allocator.Backend, backendEnv(cfg))
+	if err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg, alloc: a}, nil
+}
+
+// Config returns the configuration the client was opened with.
+func (c *Client) Config() *config.Config { return c.cfg }
+
+// Allocator returns the backend.
+func (c *Client) Allocator() allocator.Allocator { return c.alloc }
+
+// Close closes the backend; tickets stay held.
+func (c *Client) Close() error { return c.alloc.Close() }
+
+// RequestTicket asks for between req.Min and req.Max slots; the context's
+// deadline bounds the wait.
+func (c *Client) RequestTicket(ctx context.Context, req allocator.Request) (*Ticket, error) {
+	a, err := c.alloc.Request(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &Ticket{*a}, nil
+}
+
+// Release gives back some slots of a ticket (all when slots is empty) and
+// returns what remains, nil when nothing does.
+func (c *Client) Release(ctx context.Context, id string, slots ...allocator.Slot) (*Ticket, error) {
+	a, err := c.alloc.Release(ctx, id, slots)
+	if err != nil || a == nil {
+		return nil, err
+	}
+	return &Ticket{*a}, nil
+}
+
+// Renew extends a ticket's lease to lease from now (the backend's default
+// when 0).
+func (c *Client) Renew(ctx context.Context, id string, lease time.Duration) (*Ticket, error) {
+	a, err := c.alloc.Renew(ctx, id, lease)
+	if err != nil {
+		return nil, err
+	}
+	return &Ticket{*a}, nil
+}
+
+// Get returns one ticket.
+func (c *Client) Get(ctx context.Context, id string) (*Ticket, error) {
+	a, err := c.alloc.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &Ticket{*a}, nil
+}
+
+// List returns the tickets held through the backend, oldest first.
+func (c *Client) List(ctx context.Context) ([]Ticket, error) {
+	as, err := c.alloc.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Ticket, len(as))
+	for i, a := range as {
+		out[i] = Ticket{a}
+	}
+	return out, nil
+}
+
+// Holder keeps a ticket's lease alive. See Client.Hold.
+type Holder struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	err    error
+	lost   chan struct{}
+}
+
+// Hold renews ticket id every lease/3 until Stop or ctx ends. If the ticket
+// is gone (released elsewhere, expired) or cannot be renewed before its lease
+// runs out, Lost is closed and Err says why.
+func (c *Client) Hold(ctx context.Context, id string, lease time.Duration) *Holder {
+	ctx, cancel := context.WithCancel(ctx)
+	h := &Holder{cancel: cancel, done: make(chan struct{}), lost: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		every := max(lease/3, 10*time.Millisecond)
+		deadline := time.Now().Add(lease)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every):
+			}
+			rctx, rcancel := context.WithDeadline(ctx, deadline)
+			_, err := c.alloc.Renew(rctx, id, lease)
+			rcancel()
+			switch {
+			case err == nil:
+				deadline = time.Now().Add(lease)
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, allocator.ErrUnknownAllocation) || !time.Now().Before(deadline):
+				h.mu.Lock()
+				h.err = fmt.Errorf("ticket %s lost: %w", id, err)
+				h.mu.Unlock()
+				close(h.lost)
+				return
+			}
+		}
+	}()
+	return h
+}
+
+// Lost is closed when the ticket can no longer be held.
+func (h *Holder) Lost() <-chan struct{} { return h.lost }
+
+// Err says why the ticket was lost; nil while it is held.
+func (h *Holder) Err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err
+}
+
+// Stop stops renewing and waits for the renewer to finish. It does not
+// release the ticket.
+func (h *Holder) Stop() {
+	h.cancel()
+	<-h.done
+}
