@@ -130,7 +130,7 @@ granted (busy with --immediate, deadline passed, backend unavailable);
 	pf.StringVar(&g.backend, "backend", "", "allocator backend, overriding allocator.backend of the configuration")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "console", "log format on stderr: console or json")
-	root.AddCommand(newRequestCmd(g), newReleaseCmd(g), newListCmd(g), newRenewCmd(g), newRunCmd(g), newBackendsCmd(g), newHostsCmd(g), newConfigCmd(g))
+	root.AddCommand(newRequestCmd(g), newReleaseCmd(g), newListCmd(g), newRenewCmd(g), newRunCmd(g), newBackendsCmd(g), newHostsCmd(g), newEventsCmd(g), newConfigCmd(g))
 	return root
 }
 
@@ -173,6 +173,11 @@ func (g *globals) open(ctx context.Context) (*egosf.Client, error) {
 		return nil, err
 	}
 	return egosf.Open(ctx, cfg)
+}
+
+// writeJSONLine writes v as one line of JSON (streams).
+func writeJSONLine(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
 }
 
 func writeJSON(w io.Writer, v any) error {

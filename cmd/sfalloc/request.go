@@ -102,6 +102,10 @@ func showWait(w io.Writer, req allocator.Request, done <-chan struct{}) {
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return
 	}
+	want := fmt.Sprintf("%d–%d", req.Min, req.Max)
+	if req.Min == req.Max {
+		want = fmt.Sprint(req.Max)
+	}
 	start := time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -115,7 +119,7 @@ func showWait(w io.Writer, req allocator.Request, done <-chan struct{}) {
 			return
 		case <-tick.C:
 			shown = true
-			fmt.Fprintf(w, "\rsfalloc: waiting for %d–%d slots… %s ", req.Min, req.Max, time.Since(start).Round(time.Second))
+			fmt.Fprintf(w, "\rsfalloc: waiting for %s slots… %s ", want, time.Since(start).Round(time.Second))
 		}
 	}
 }

@@ -421,3 +421,41 @@ func TestHelpTeaches(t *testing.T) {
 		}
 	}
 }
+
+func TestEventsReportExpiry(t *testing.T) {
+	cfg := pool(t, "")
+	ev := exec.Command(sfalloc, "--config", cfg, "events", "--json")
+	ev.Env = cleanEnv()
+	stdout, err := ev.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ev.Process.Kill(); _ = ev.Wait() })
+	time.Sleep(500 * time.Millisecond) // events reports what happens after it starts
+	id := strings.TrimSpace(run(t, cfg, "request", "-n", "3", "--lease", "1s", "-q").stdout)
+	lines := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		lines <- line
+	}()
+	select {
+	case line := <-lines:
+		var e allocator.Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("events printed %q: %v", line, err)
+		}
+		if e.Kind != allocator.EventExpired || e.AllocationID != id || allocator.Total(e.Slots) != 3 {
+			t.Errorf("event %+v, want expiry of %s with 3 slots", e, id)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no event 20s after a 1s lease")
+	}
+	// SIGTERM ends the stream cleanly.
+	_ = ev.Process.Signal(syscall.SIGTERM)
+	if err := ev.Wait(); err != nil {
+		t.Errorf("events after SIGTERM: %v, want exit 0", err)
+	}
+}
