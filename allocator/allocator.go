@@ -30,6 +30,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -41,8 +42,9 @@ var (
 	// ErrNoneAvailable: not enough slots are free now (Immediate requests), or
 	// the pool can never hold the minimum asked for.
 	ErrNoneAvailable = errors.New("not enough slots available")
-	// ErrTimeout: the request's deadline passed before enough slots were free.
-	ErrTimeout = errors.New("deadline passed before slots were granted")
+	// ErrTimeout: the deadline passed: before enough slots were free, or
+	// while the backend was busy.
+	ErrTimeout = errors.New("deadline passed")
 	// ErrUnknownAllocation: no allocation has that ID (never granted, released,
 	// or expired).
 	ErrUnknownAllocation = errors.New("unknown allocation")
@@ -80,8 +82,17 @@ func (r Request) Validate() error {
 		return fmt.Errorf("minimum slot count must be at least 1, got %d: %w", r.Min, ErrInvalidArgument)
 	case r.Min > r.Max:
 		return fmt.Errorf("minimum %d is larger than maximum %d: %w", r.Min, r.Max, ErrInvalidArgument)
-	case r.Lease < 0:
-		return fmt.Errorf("lease must not be negative, got %s: %w", r.Lease, ErrInvalidArgument)
+	}
+	return ValidateLease(r.Lease)
+}
+
+// MinLease is the shortest lease a backend grants.
+const MinLease = time.Second
+
+// ValidateLease accepts 0 (the backend's default) or at least MinLease.
+func ValidateLease(d time.Duration) error {
+	if d != 0 && d < MinLease {
+		return fmt.Errorf("lease %s is shorter than the minimum %s: %w", d, MinLease, ErrInvalidArgument)
 	}
 	return nil
 }
@@ -106,6 +117,20 @@ type Allocation struct {
 	Created   time.Time `json:"created"`
 	// Expires is when the lease runs out unless renewed; zero means never.
 	Expires time.Time `json:"expires,omitzero"`
+}
+
+// Expired says whether the allocation's lease has run out at now.
+func (a *Allocation) Expired(now time.Time) bool {
+	return !a.Expires.IsZero() && !now.Before(a.Expires)
+}
+
+// FormatSlots writes slots as "host:count,host:count".
+func FormatSlots(slots []Slot) string {
+	parts := make([]string, len(slots))
+	for i, s := range slots {
+		parts[i] = fmt.Sprintf("%s:%d", s.Host, s.Count)
+	}
+	return strings.Join(parts, ",")
 }
 
 // Total returns the number of slots in slots, summed over hosts.

@@ -22,13 +22,7 @@ type Ticket struct {
 }
 
 // HostsString is the ticket's slots as "host:count,host:count" (SF_HOSTS).
-func (t *Ticket) HostsString() string {
-	parts := make([]string, len(t.Slots))
-	for i, s := range t.Slots {
-		parts[i] = fmt.Sprintf("%s:%d", s.Host, s.Count)
-	}
-	return strings.Join(parts, ",")
-}
+func (t *Ticket) HostsString() string { return allocator.FormatSlots(t.Slots) }
 
 // Hostfile is the ticket as an MPI hostfile in Open MPI's form: one
 // "host slots=N" line per host.
@@ -159,24 +153,31 @@ type Holder struct {
 	lost   chan struct{}
 }
 
-// Hold renews ticket id every lease/3 until Stop or ctx ends. If the ticket
+// Hold renews ticket t every third of its lease until Stop or ctx ends. The
+// lease is lease, or when 0 the one the ticket was granted with. If the ticket
 // is gone (released elsewhere, expired) or cannot be renewed before its lease
 // runs out, Lost is closed and Err says why.
-func (c *Client) Hold(ctx context.Context, id string, lease time.Duration) *Holder {
+func (c *Client) Hold(ctx context.Context, t *Ticket, lease time.Duration) *Holder {
+	if lease <= 0 {
+		lease = t.Expires.Sub(t.Created)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	h := &Holder{cancel: cancel, done: make(chan struct{}), lost: make(chan struct{})}
 	go func() {
 		defer close(h.done)
-		every := max(lease/3, 10*time.Millisecond)
+		if lease <= 0 { // granted without a lease: nothing to renew
+			<-ctx.Done()
+			return
+		}
 		deadline := time.Now().Add(lease)
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(every):
+			case <-time.After(lease / 3):
 			}
 			rctx, rcancel := context.WithDeadline(ctx, deadline)
-			_, err := c.alloc.Renew(rctx, id, lease)
+			_, err := c.alloc.Renew(rctx, t.ID, lease)
 			rcancel()
 			switch {
 			case err == nil:
@@ -185,7 +186,7 @@ func (c *Client) Hold(ctx context.Context, id string, lease time.Duration) *Hold
 				return
 			case errors.Is(err, allocator.ErrUnknownAllocation) || !time.Now().Before(deadline):
 				h.mu.Lock()
-				h.err = fmt.Errorf("ticket %s lost: %w", id, err)
+				h.err = fmt.Errorf("ticket %s lost: %w", t.ID, err)
 				h.mu.Unlock()
 				close(h.lost)
 				return

@@ -68,12 +68,12 @@ func TestTicketLifecycle(t *testing.T) {
 
 func TestHoldRenewsLease(t *testing.T) {
 	c := openPool(t)
-	const lease = 600 * time.Millisecond
+	const lease = time.Second
 	tk, err := c.RequestTicket(t.Context(), allocator.Request{Min: 1, Max: 1, Immediate: true, Lease: lease})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := c.Hold(t.Context(), tk.ID, lease)
+	h := c.Hold(t.Context(), tk, 0) // the lease granted
 	time.Sleep(3 * lease)
 	if _, err := c.Get(t.Context(), tk.ID); err != nil {
 		t.Fatalf("held ticket gone after 3 leases: %v", err)
@@ -96,7 +96,7 @@ func TestHoldReportsLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := c.Hold(t.Context(), tk.ID, 300*time.Millisecond)
+	h := c.Hold(t.Context(), tk, time.Second)
 	defer h.Stop()
 	if _, err := c.Release(t.Context(), tk.ID); err != nil {
 		t.Fatal(err)

@@ -139,6 +139,7 @@ func testPartialGrant(t *testing.T, h Harness, a allocator.Allocator) {
 func testInvalidRequests(t *testing.T, h Harness, a allocator.Allocator) {
 	for _, r := range []allocator.Request{
 		{Min: 0, Max: 0}, {Min: 1, Max: 0}, {Min: -1, Max: 2}, {Min: 3, Max: 2}, {Min: 1, Max: 1, Lease: -time.Second},
+		{Min: 1, Max: 1, Lease: allocator.MinLease / 2},
 	} {
 		r.Immediate = true
 		if _, err := a.Request(ctx(t), r); !errors.Is(err, allocator.ErrInvalidArgument) {

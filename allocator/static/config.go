@@ -61,6 +61,9 @@ func (l *HostList) UnmarshalText(text []byte) error {
 		}
 		out = append(out, h)
 	}
+	if len(out) == 0 {
+		return fmt.Errorf("host list %q names no host", text)
+	}
 	*l = out
 	return nil
 }
@@ -92,7 +95,31 @@ func ThisHost() Host {
 			}
 		}
 	}
-	return Host{Name: name, Address: addr, Slots: runtime.NumCPU()}
+	return Host{Name: name, Address: addr, Slots: onlineCPUs()}
+}
+
+// onlineCPUs counts the machine's online CPUs (not this process's affinity,
+// so that every process sees the same default pool).
+func onlineCPUs() int {
+	data, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return runtime.NumCPU()
+	}
+	n := 0
+	for part := range strings.SplitSeq(strings.TrimSpace(string(data)), ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := strconv.Atoi(hi)
+		switch {
+		case !isRange && err1 == nil:
+			n++
+		case isRange && err1 == nil && err2 == nil && b >= a:
+			n += b - a + 1
+		default:
+			return runtime.NumCPU()
+		}
+	}
+	return max(n, 1)
 }
 
 // withDefaults fills in what the configuration left out.
@@ -117,15 +144,15 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports the first problem of a configuration, after defaults.
+// Validate reports the first problem of a configuration. Empty fields are
+// valid: they take their defaults.
 func (c Config) Validate() error {
-	c = c.withDefaults()
 	switch c.Placement {
-	case Pack, Spread:
+	case "", Pack, Spread:
 	default:
 		return fmt.Errorf("allocator.static.placement %q: want pack or spread", c.Placement)
 	}
-	if c.Lease < time.Second {
+	if c.Lease != 0 && c.Lease < time.Second {
 		return fmt.Errorf("allocator.static.lease %s: want at least 1s", c.Lease)
 	}
 	seen := map[string]bool{}

@@ -10,7 +10,9 @@ import (
 
 // The pool database (state_dir/static.db, bbolt) holds these buckets:
 //
-//	meta        "format" → formatVersion as decimal text
+//	meta        "format" → formatMajor as decimal text
+//	            "pool"   → the pool's hosts (JSON): every process sharing
+//	                       the database must be configured with the same pool
 //	allocations ID → record (JSON)
 //	waiters     sequence (8 bytes, big-endian) → waiter (JSON): requests
 //	            waiting for slots, served first come first served
@@ -26,6 +28,7 @@ var (
 	bucketWaiters     = []byte("waiters")
 	bucketEvents      = []byte("events")
 	keyFormat         = []byte("format")
+	keyPool           = []byte("pool")
 )
 
 // record is one allocation as stored.
@@ -36,9 +39,11 @@ type record struct {
 }
 
 // waiter is a request waiting for slots. It is dropped when its heartbeat is
-// older than waiterStale (its process died).
+// older than waiterStale (its process died). A later request defers to it
+// only if their eligible hosts overlap.
 type waiter struct {
 	Min       int       `json:"min"`
+	Tags      []string  `json:"tags,omitempty"`
 	Heartbeat time.Time `json:"heartbeat"`
 }
 

@@ -4,6 +4,7 @@
 package static
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -41,6 +42,7 @@ type Allocator struct {
 	cfg  Config
 	path string
 	poll time.Duration
+	def  []byte // the pool's hosts as stored under meta "pool"
 }
 
 var (
@@ -77,10 +79,15 @@ func New(cfg Config, opts ...Option) (*Allocator, error) {
 	for _, o := range opts {
 		o(a)
 	}
+	def, err := json.Marshal(cfg.Hosts)
+	if err != nil {
+		return nil, fmt.Errorf("static allocator: %w", err)
+	}
+	a.def = def
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := a.update(ctx, initDB); err != nil {
-		return nil, err
+	if err := a.update(ctx, a.initDB); err != nil {
+		return nil, fmt.Errorf("static allocator: %w", err)
 	}
 	return a, nil
 }
@@ -96,7 +103,9 @@ func (a *Allocator) Config() Config { return a.cfg }
 // Close does nothing: no database is held open between calls.
 func (a *Allocator) Close() error { return nil }
 
-func initDB(tx *bbolt.Tx) error {
+// initDB creates the buckets, checks the format, and records the pool's
+// hosts, or checks them against those recorded.
+func (a *Allocator) initDB(tx *bbolt.Tx) error {
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
 		return err
@@ -114,7 +123,48 @@ func initDB(tx *bbolt.Tx) error {
 			return err
 		}
 	}
+	old := meta.Get(keyPool)
+	if old == nil || bytes.Equal(old, a.def) {
+		return meta.Put(keyPool, a.def)
+	}
+	// The configuration changed. Adopt it only while nothing is held, so
+	// that two configurations never share one database's slots.
+	now := time.Now()
+	if err := a.sweep(tx, now); err != nil {
+		return err
+	}
+	p, err := a.occupancy(tx, now)
+	if err != nil {
+		return err
+	}
+	for h, n := range p.held {
+		if n > 0 {
+			return fmt.Errorf("the pool in %s was set up with hosts %s and still has slots held (%d on %s); this configuration has hosts %s: use one configuration for every process sharing state_dir, or change it once nothing is held: %w",
+				a.path, describePool(old), n, h, describePool(a.def), allocator.ErrInvalidArgument)
+		}
+	}
+	return meta.Put(keyPool, a.def)
+}
+
+// checkPool fails when another process re-defined the pool since New.
+func (a *Allocator) checkPool(tx *bbolt.Tx) error {
+	if cur := tx.Bucket(bucketMeta).Get(keyPool); !bytes.Equal(cur, a.def) {
+		return fmt.Errorf("the pool's hosts changed to %s since this process started with %s: %w", describePool(cur), describePool(a.def), allocator.ErrInvalidArgument)
+	}
 	return nil
+}
+
+// describePool renders a stored host list as "h1:4,h2:4".
+func describePool(def []byte) string {
+	var hosts []Host
+	if json.Unmarshal(def, &hosts) != nil {
+		return "(unreadable)"
+	}
+	parts := make([]string, len(hosts))
+	for i, h := range hosts {
+		parts[i] = fmt.Sprintf("%s:%d", h.Name, h.Slots)
+	}
+	return strings.Join(parts, ",")
 }
 
 // open opens the database, waiting for other processes' locks until ctx ends.
@@ -130,6 +180,7 @@ func (a *Allocator) open(ctx context.Context, readOnly bool) (*bbolt.DB, error) 
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("pool database %s stayed locked by another process: %w", a.path, ctxErr(ctx))
 		}
+		// Another process holds the lock; bbolt waited 50ms. Try again.
 	}
 }
 
@@ -179,7 +230,7 @@ func (a *Allocator) sweep(tx *bbolt.Tx, now time.Time) error {
 		if err != nil {
 			return err
 		}
-		if !r.Allocation.Expires.IsZero() && !now.Before(r.Allocation.Expires) {
+		if r.Allocation.Expired(now) {
 			expired = append(expired, r)
 		}
 		return nil
@@ -260,7 +311,7 @@ func (a *Allocator) occupancy(tx *bbolt.Tx, now time.Time) (pool, error) {
 		if err != nil {
 			return err
 		}
-		if !r.Allocation.Expires.IsZero() && !now.Before(r.Allocation.Expires) {
+		if r.Allocation.Expired(now) {
 			return nil
 		}
 		for _, s := range r.Allocation.Slots {
@@ -380,6 +431,9 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 		)
 		err := a.update(ctx, func(tx *bbolt.Tx) error {
 			now := time.Now()
+			if err := a.checkPool(tx); err != nil {
+				return err
+			}
 			if err := a.sweep(tx, now); err != nil {
 				return err
 			}
@@ -399,7 +453,7 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 			for _, c := range cands {
 				free += c.free
 			}
-			ahead := waitersAhead(tx, mySeq)
+			ahead := a.waitersAhead(tx, mySeq, tags)
 			if free >= req.Min && ahead == 0 {
 				granted = &allocator.Allocation{
 					ID: newID(), Backend: Name, Name: req.Name, Consumer: req.Consumer, Exclusive: req.Exclusive,
@@ -425,7 +479,7 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 			if req.Immediate {
 				return nil
 			}
-			return a.heartbeat(tx, &mySeq, req.Min, now)
+			return a.heartbeat(tx, &mySeq, waiter{Min: req.Min, Tags: tags, Heartbeat: now})
 		})
 		if err != nil {
 			return nil, fmt.Errorf("static allocator: %w", err)
@@ -445,22 +499,36 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 	}
 }
 
-// waitersAhead counts the waiting requests queued before seq (all of them when
-// seq is 0: a new request queues last).
-func waitersAhead(tx *bbolt.Tx, seq uint64) int {
+// waitersAhead counts the waiting requests queued before seq (all of them
+// when seq is 0: a new request queues last) that could use some host a
+// request for tags could use.
+func (a *Allocator) waitersAhead(tx *bbolt.Tx, seq uint64, tags []string) int {
 	n := 0
 	c := tx.Bucket(bucketWaiters).Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if seq != 0 && binary.BigEndian.Uint64(k) >= seq {
 			break
 		}
-		n++
+		var w waiter
+		if json.Unmarshal(v, &w) != nil || a.overlap(tags, w.Tags) {
+			n++
+		}
 	}
 	return n
 }
 
+// overlap says whether some host has both sets of tags.
+func (a *Allocator) overlap(t1, t2 []string) bool {
+	for _, h := range a.cfg.Hosts {
+		if hasTags(h, t1) && hasTags(h, t2) {
+			return true
+		}
+	}
+	return false
+}
+
 // heartbeat queues a waiting request (setting *seq) or refreshes its place.
-func (a *Allocator) heartbeat(tx *bbolt.Tx, seq *uint64, minSlots int, now time.Time) error {
+func (a *Allocator) heartbeat(tx *bbolt.Tx, seq *uint64, w waiter) error {
 	b := tx.Bucket(bucketWaiters)
 	if *seq == 0 {
 		n, err := b.NextSequence()
@@ -469,11 +537,30 @@ func (a *Allocator) heartbeat(tx *bbolt.Tx, seq *uint64, minSlots int, now time.
 		}
 		*seq = n
 	}
-	data, err := json.Marshal(waiter{Min: minSlots, Heartbeat: now})
+	data, err := json.Marshal(w)
 	if err != nil {
 		return err
 	}
 	return b.Put(seqKey(*seq), data)
+}
+
+// Waiting counts the requests waiting for slots.
+func (a *Allocator) Waiting(ctx context.Context) (int, error) {
+	n := 0
+	err := a.view(ctx, func(tx *bbolt.Tx) error {
+		now := time.Now()
+		return tx.Bucket(bucketWaiters).ForEach(func(_, v []byte) error {
+			var w waiter
+			if json.Unmarshal(v, &w) == nil && now.Sub(w.Heartbeat) <= a.waiterStale() {
+				n++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("static allocator: waiting: %w", err)
+	}
+	return n, nil
 }
 
 // Release gives back some or all slots of allocation id.
@@ -561,7 +648,7 @@ func getRecord(tx *bbolt.Tx, id string) (record, error) {
 	if err != nil {
 		return r, err
 	}
-	if !r.Allocation.Expires.IsZero() && !time.Now().Before(r.Allocation.Expires) {
+	if r.Allocation.Expired(time.Now()) {
 		return r, fmt.Errorf("lease expired: %w", allocator.ErrUnknownAllocation)
 	}
 	return r, nil
@@ -569,8 +656,8 @@ func getRecord(tx *bbolt.Tx, id string) (record, error) {
 
 // Renew extends the lease of allocation id to lease from now.
 func (a *Allocator) Renew(ctx context.Context, id string, lease time.Duration) (*allocator.Allocation, error) {
-	if lease < 0 {
-		return nil, fmt.Errorf("static allocator: renew %s: negative lease %s: %w", id, lease, allocator.ErrInvalidArgument)
+	if err := allocator.ValidateLease(lease); err != nil {
+		return nil, fmt.Errorf("static allocator: renew %s: %w", id, err)
 	}
 	if lease == 0 {
 		lease = a.cfg.Lease
@@ -623,7 +710,7 @@ func (a *Allocator) List(ctx context.Context) ([]allocator.Allocation, error) {
 			if err != nil {
 				return err
 			}
-			if r.Allocation.Expires.IsZero() || now.Before(r.Allocation.Expires) {
+			if !r.Allocation.Expired(now) {
 				out = append(out, r.Allocation)
 			}
 			return nil

@@ -132,7 +132,7 @@ func TestLeaseExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Events: %v", err)
 	}
-	short := mustRequest(t, a, allocator.Request{Min: 2, Max: 2, Lease: 300 * time.Millisecond})
+	short := mustRequest(t, a, allocator.Request{Min: 2, Max: 2, Lease: time.Second})
 	long := mustRequest(t, a, allocator.Request{Min: 2, Max: 2, Lease: time.Hour})
 	select {
 	case ev := <-events:
@@ -157,15 +157,18 @@ func TestLeaseExpiry(t *testing.T) {
 
 func TestRenewKeepsAllocation(t *testing.T) {
 	a := newPool(t, Config{Hosts: twoHosts(2, 2)})
-	al := mustRequest(t, a, allocator.Request{Min: 1, Max: 1, Lease: 400 * time.Millisecond})
+	al := mustRequest(t, a, allocator.Request{Min: 1, Max: 1, Lease: time.Second})
 	for range 4 {
-		time.Sleep(200 * time.Millisecond)
-		if _, err := a.Renew(t.Context(), al.ID, 400*time.Millisecond); err != nil {
+		time.Sleep(500 * time.Millisecond)
+		if _, err := a.Renew(t.Context(), al.ID, time.Second); err != nil {
 			t.Fatalf("Renew: %v", err)
 		}
 	}
 	if _, err := a.Get(t.Context(), al.ID); err != nil {
-		t.Fatalf("renewed allocation gone after 800ms with a 400ms lease: %v", err)
+		t.Fatalf("renewed allocation gone after 2s with a 1s lease: %v", err)
+	}
+	if _, err := a.Renew(t.Context(), al.ID, 10*time.Millisecond); !errors.Is(err, allocator.ErrInvalidArgument) {
+		t.Errorf("Renew with a lease under the minimum = %v, want ErrInvalidArgument", err)
 	}
 }
 
@@ -223,6 +226,71 @@ func TestFirstComeFirstServed(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("queued request: %v", err)
+	}
+}
+
+func TestWaiterForOtherHostsDoesNotBlock(t *testing.T) {
+	a := newPool(t, Config{Hosts: twoHosts(2, 2)})
+	mustRequest(t, a, allocator.Request{Min: 2, Max: 2, ResReq: "big"}) // h1 full
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = a.Request(ctx, allocator.Request{Min: 1, Max: 1, ResReq: "big"}) // waits for h1
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for queued(t, a) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("request for h1 never queued")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A request that could also use h1 queues behind the waiter (no
+	// backfill), even though h2 is free...
+	if _, err := a.Request(t.Context(), allocator.Request{Min: 1, Max: 1, Immediate: true}); !errors.Is(err, allocator.ErrNoneAvailable) {
+		t.Errorf("request that could use the waiter's host jumped the queue: %v", err)
+	}
+	// ...but one that can only use hosts the waiter cannot is served.
+	b := newPool(t, Config{Hosts: HostList{{Name: "h1", Address: "10.0.0.1", Slots: 2, Tags: []string{"big"}}, {Name: "h2", Address: "10.0.0.2", Slots: 2, Tags: []string{"small"}}}})
+	mustRequest(t, b, allocator.Request{Min: 2, Max: 2, ResReq: "big"})
+	doneB := make(chan struct{})
+	go func() {
+		defer close(doneB)
+		_, _ = b.Request(ctx, allocator.Request{Min: 1, Max: 1, ResReq: "big"})
+	}()
+	for queued(t, b) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("request for h1 never queued")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := mustRequest(t, b, allocator.Request{Min: 1, Max: 1, ResReq: "small"})
+	if got.Slots[0].Host != "h2" {
+		t.Errorf("got %+v, want h2", got.Slots)
+	}
+	cancel()
+	<-done
+	<-doneB
+}
+
+func TestPoolDefinitionShared(t *testing.T) {
+	dir := t.TempDir()
+	a := newPool(t, Config{Hosts: twoHosts(2, 2), StateDir: dir})
+	al := mustRequest(t, a, allocator.Request{Min: 1, Max: 1})
+	// Another configuration cannot take over a pool with slots held...
+	_, err := New(Config{Hosts: twoHosts(4, 4), StateDir: dir})
+	if !errors.Is(err, allocator.ErrInvalidArgument) || !strings.Contains(err.Error(), "h1:2,h2:2") {
+		t.Fatalf("New with other hosts while slots are held = %v, want ErrInvalidArgument naming the pool", err)
+	}
+	// ...but may once nothing is held; then the old one is refused.
+	if _, err := a.Release(t.Context(), al.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	b := newPool(t, Config{Hosts: twoHosts(4, 4), StateDir: dir})
+	mustRequest(t, b, allocator.Request{Min: 8, Max: 8})
+	if _, err := a.Request(t.Context(), allocator.Request{Min: 1, Max: 1, Immediate: true}); !errors.Is(err, allocator.ErrInvalidArgument) || !strings.Contains(err.Error(), "changed") {
+		t.Errorf("request under a stale pool definition = %v, want ErrInvalidArgument", err)
 	}
 }
 

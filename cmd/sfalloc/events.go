@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -52,11 +51,7 @@ cancellation. With --json, one JSON object per line.`,
 }
 
 func printEvent(g *globals, ev allocator.Event) error {
-	hosts := make([]string, len(ev.Slots))
-	for i, s := range ev.Slots {
-		hosts[i] = fmt.Sprintf("%s:%d", s.Host, s.Count)
-	}
-	line := fmt.Sprintf("%s %s %s %s", ev.Time.Local().Format(time.DateTime), ev.AllocationID, ev.Kind, strings.Join(hosts, ","))
+	line := fmt.Sprintf("%s %s %s %s", ev.Time.Local().Format(time.DateTime), ev.AllocationID, ev.Kind, allocator.FormatSlots(ev.Slots))
 	if ev.Reason != "" {
 		line += " (" + ev.Reason + ")"
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -192,6 +193,9 @@ func parseDuration(flag, s string) (time.Duration, error) {
 		return 0, nil
 	}
 	if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+		if n > int(math.MaxInt64/time.Second) {
+			return 0, usageError{fmt.Errorf("--%s %s: longer than %s", flag, s, time.Duration(math.MaxInt64))}
+		}
 		return time.Duration(n) * time.Second, nil
 	}
 	d, err := time.ParseDuration(s)

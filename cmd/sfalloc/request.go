@@ -71,11 +71,9 @@ func (f *requestFlags) request(cmd *cobra.Command) (allocator.Request, time.Dura
 	return req, timeout, nil
 }
 
-// obtain asks for slots, showing the wait on a terminal. SIGINT and SIGTERM
-// abandon the wait.
+// obtain asks for slots, showing the wait on a terminal; cancelling ctx
+// abandons the wait.
 func (g *globals) obtain(ctx context.Context, c *egosf.Client, req allocator.Request, timeout time.Duration) (*egosf.Ticket, error) {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -149,12 +147,15 @@ pool can never satisfy fails at once.`,
 			if err != nil {
 				return err
 			}
-			c, err := g.open(cmd.Context())
+			// SIGINT and SIGTERM abandon the wait (and leave the queue).
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			c, err := g.open(ctx)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			t, err := g.obtain(cmd.Context(), c, req, timeout)
+			t, err := g.obtain(ctx, c, req, timeout)
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"github.com/snowflock/snowflock/egosf"
 )
@@ -19,8 +21,19 @@ import (
 // every third of it, so a killed sfalloc frees its slots within this time.
 const runLease = "30s"
 
+// defaultKillAfter is how long the command's processes get between SIGTERM
+// and SIGKILL when they must stop (allocation lost, command exited leaving
+// processes behind).
+const defaultKillAfter = "10s"
+
+// forwarded are the signals sfalloc run passes on to the command.
+var forwarded = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
 func newRunCmd(g *globals) *cobra.Command {
-	var f requestFlags
+	var (
+		f         requestFlags
+		killAfter string
+	)
 	cmd := &cobra.Command{
 		Use:   "run -n MAX [--min MIN] [flags] -- CMD [ARGS...]",
 		Short: "Hold slots while a command runs, then release them",
@@ -34,9 +47,17 @@ CMD's environment gains:
   SF_HOSTS      host:count,host:count,...
   SF_HOSTFILE   an MPI hostfile ("host slots=N" lines), removed afterwards
 
-SIGINT, SIGTERM and SIGHUP are forwarded to CMD. sfalloc exits with CMD's
-status (128+N when CMD died of signal N; 126 when CMD cannot be executed,
-127 when it is not found), or 1/2 when no slots were granted.`,
+CMD runs in its own process group (in the terminal's foreground when there is
+one, so Ctrl-C reaches it once). SIGINT, SIGTERM and SIGHUP sent to sfalloc
+are forwarded to that group. When CMD exits, processes it left in its group
+are stopped (SIGTERM, then SIGKILL after --kill-after) before the slots are
+released;
+if sfalloc itself is killed, CMD gets SIGKILL. If the allocation is lost (lease
+expired, released elsewhere) CMD's group is stopped the same way.
+
+sfalloc exits with CMD's status (128+N when CMD died of signal N; 126 when CMD
+cannot be executed, 127 when it is not found; 1 if the allocation was lost),
+or 1/2 when no slots were granted.`,
 		Example: `  sfalloc run -n 3 -- sh -c 'echo $SF_NSLOTS'
   sfalloc run -n 8 --min 2 -- mpirun --hostfile '$SF_HOSTFILE' ./solver`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -50,58 +71,99 @@ status (128+N when CMD died of signal N; 126 when CMD cannot be executed,
 			if err != nil {
 				return err
 			}
+			grace, err := parseDuration("kill-after", killAfter)
+			if err != nil {
+				return err
+			}
+			// Catch signals from here on: none may kill sfalloc between
+			// the grant and the command's start.
+			sigs := make(chan os.Signal, 8)
+			signal.Notify(sigs, forwarded...)
+			defer signal.Stop(sigs)
+
 			c, err := g.open(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			t, err := g.obtain(cmd.Context(), c, req, timeout)
-			if err != nil {
-				return err
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			type grant struct {
+				t   *egosf.Ticket
+				err error
 			}
-			code := g.runHolding(cmd.Context(), c, t, req.Lease, args)
-			return exitError{code}
+			granted := make(chan grant, 1)
+			go func() {
+				t, err := g.obtain(ctx, c, req, timeout)
+				granted <- grant{t, err}
+			}()
+			var gr grant
+			select {
+			case gr = <-granted:
+			case s := <-sigs:
+				cancel()
+				if gr = <-granted; gr.err == nil {
+					g.release(cmd.Context(), c, gr.t.ID)
+				}
+				return fmt.Errorf("interrupted by %s while waiting for slots", s)
+			}
+			if gr.err != nil {
+				return gr.err
+			}
+			return exitError{g.runHolding(cmd.Context(), c, gr.t, runSpec{lease: req.Lease, grace: grace, argv: args}, sigs)}
 		},
 	}
 	f.register(cmd, runLease)
+	cmd.Flags().StringVar(&killAfter, "kill-after", defaultKillAfter, "time between SIGTERM and SIGKILL when the command's processes must stop")
 	// Flags after CMD belong to CMD, with or without "--".
 	cmd.Flags().SetInterspersed(false)
 	return cmd
 }
 
-// runHolding runs argv while holding ticket t, then releases t. It returns
-// the exit status for sfalloc.
-func (g *globals) runHolding(ctx context.Context, c *egosf.Client, t *egosf.Ticket, lease time.Duration, argv []string) int {
-	log := g.log.With().Str("id", t.ID).Logger()
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if _, err := c.Release(rctx, t.ID); err != nil {
-			log.Error().Err(err).Msg("releasing slots failed; they are freed when the lease ends")
-			return
-		}
-		log.Info().Msg("slots released")
-	}()
+// release gives back allocation id, logging failure: the lease frees it then.
+func (g *globals) release(ctx context.Context, c *egosf.Client, id string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if _, err := c.Release(rctx, id); err != nil {
+		g.log.Error().Err(err).Str("id", id).Msg("releasing slots failed; they are freed when the lease ends")
+		return
+	}
+	g.log.Info().Str("id", id).Msg("slots released")
+}
 
-	// Catch signals before anything else can be interrupted half-way.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+// runSpec is what sfalloc run runs, and how.
+type runSpec struct {
+	lease time.Duration // 0: the lease granted
+	grace time.Duration // between SIGTERM and SIGKILL
+	argv  []string
+}
+
+// runHolding runs the command while holding ticket t, then releases t. It
+// returns the exit status for sfalloc.
+func (g *globals) runHolding(ctx context.Context, c *egosf.Client, t *egosf.Ticket, spec runSpec, sigs <-chan os.Signal) int {
+	argv := spec.argv
+	log := g.log.With().Str("id", t.ID).Logger()
+	defer g.release(ctx, c, t.ID)
 
 	hostfile, err := writeHostfile(t)
 	if err != nil {
-		log.Error().Err(err).Msg("writing the hostfile")
 		fmt.Fprintf(g.stderr, "sfalloc: %v\n", err)
 		return exitNotGranted
 	}
 	defer os.Remove(hostfile)
 
-	holder := c.Hold(ctx, t.ID, lease)
+	holder := c.Hold(ctx, t, spec.lease)
 	defer holder.Stop()
 
 	child := exec.Command(argv[0], argv[1:]...)
 	child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
 	child.Env = append(os.Environ(), t.Env(hostfile)...)
+	child.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if inForeground() {
+		child.SysProcAttr.Foreground = true
+		child.SysProcAttr.Ctty = int(os.Stdin.Fd())
+		defer reclaimTerminal()
+	}
 	if err := child.Start(); err != nil {
 		fmt.Fprintf(g.stderr, "sfalloc: %v\n", err)
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
@@ -109,24 +171,72 @@ func (g *globals) runHolding(ctx context.Context, c *egosf.Client, t *egosf.Tick
 		}
 		return 126
 	}
-	log.Debug().Int("pid", child.Process.Pid).Strs("argv", argv).Msg("command started")
-	waited := make(chan error, 1)
-	go func() { waited <- child.Wait() }()
+	pgid := child.Process.Pid
+	log.Debug().Int("pid", pgid).Strs("argv", argv).Msg("command started")
+	waited := make(chan struct{})
+	go func() { _ = child.Wait(); close(waited) }()
+
 	lost := holder.Lost()
+	wasLost := false
+	var killAt <-chan time.Time
 	for {
 		select {
 		case s := <-sigs:
 			log.Info().Str("signal", s.String()).Msg("forwarding signal to the command")
-			_ = child.Process.Signal(s)
+			_ = syscall.Kill(-pgid, s.(syscall.Signal))
 		case <-lost:
-			lost = nil
-			log.Error().Err(holder.Err()).Msg("allocation lost; stopping the command")
-			fmt.Fprintf(g.stderr, "sfalloc: %v; sending SIGTERM to the command\n", holder.Err())
-			_ = child.Process.Signal(syscall.SIGTERM)
+			lost, wasLost = nil, true
+			fmt.Fprintf(g.stderr, "sfalloc: %v; stopping the command\n", holder.Err())
+			_ = syscall.Kill(-pgid, syscall.SIGTERM)
+			killAt = time.After(spec.grace)
+		case <-killAt:
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		case <-waited:
-			return exitStatus(child)
+			code := exitStatus(child)
+			stopGroup(pgid, spec.grace)
+			if wasLost && code == 0 {
+				code = exitNotGranted
+			}
+			return code
 		}
 	}
+}
+
+// stopGroup ends what is left of process group pgid: SIGTERM, then SIGKILL
+// after grace.
+func stopGroup(pgid int, grace time.Duration) {
+	if syscall.Kill(-pgid, syscall.SIGTERM) != nil {
+		return // the group is empty
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		if syscall.Kill(-pgid, 0) != nil {
+			return
+		}
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// inForeground says whether stdin is a terminal whose foreground process
+// group is sfalloc's: only then may the command take the foreground.
+func inForeground() bool {
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return false
+	}
+	fg, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+	return err == nil && fg == unix.Getpgrp()
+}
+
+// reclaimTerminal makes sfalloc's process group the terminal's foreground
+// again after the command had it.
+func reclaimTerminal() {
+	// A background process changing the foreground group gets SIGTTOU
+	// unless it ignores it.
+	signal.Ignore(syscall.SIGTTOU)
+	defer signal.Reset(syscall.SIGTTOU)
+	_ = unix.IoctlSetPointerInt(int(os.Stdin.Fd()), unix.TIOCSPGRP, unix.Getpgrp())
 }
 
 // exitStatus is a finished command's status the way a shell reports it.

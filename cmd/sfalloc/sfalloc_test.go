@@ -21,6 +21,9 @@ import (
 	"time"
 
 	"github.com/snowflock/snowflock/allocator"
+	"github.com/snowflock/snowflock/allocator/static"
+	"github.com/snowflock/snowflock/egosf"
+	"github.com/snowflock/snowflock/egosf/config"
 )
 
 var sfalloc string // path of the binary under test
@@ -65,10 +68,16 @@ type result struct {
 
 func run(t *testing.T, cfg string, args ...string) result {
 	t.Helper()
+	return runEnv(t, nil, cfg, args...)
+}
+
+// runEnv runs sfalloc with env added to a clean environment.
+func runEnv(t *testing.T, env []string, cfg string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sfalloc, append([]string{"--config", cfg}, args...)...)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -206,12 +215,12 @@ func TestRunReleasesWhenCommandFails(t *testing.T) {
 	}
 }
 
-// startRun starts `sfalloc run` of a command that prints its pid and then
-// execs sleep; it returns the sfalloc process and the command's pid.
-func startRun(t *testing.T, cfg string, extra ...string) (*exec.Cmd, int) {
+// startRun starts `sfalloc run -n 2 [extra...] -- sh -c script`; the script
+// must first print a line of pids. It returns sfalloc and those pids.
+func startRun(t *testing.T, cfg, script string, extra ...string) (*exec.Cmd, []int) {
 	t.Helper()
 	args := append([]string{"--config", cfg, "run", "-n", "2"}, extra...)
-	args = append(args, "--", "sh", "-c", "echo $$; exec sleep 60")
+	args = append(args, "--", "sh", "-c", script)
 	cmd := exec.Command(sfalloc, args...)
 	cmd.Env = cleanEnv()
 	stdout, err := cmd.StdoutPipe()
@@ -227,56 +236,97 @@ func startRun(t *testing.T, cfg string, extra ...string) (*exec.Cmd, int) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
-		t.Fatalf("reading the command's pid: %v (stderr %q)", err, stderr.String())
+		t.Fatalf("reading the command's pids: %v (stderr %q)", err, stderr.String())
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		t.Fatalf("command printed %q", line)
+	var pids []int
+	for f := range strings.FieldsSeq(line) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("command printed %q", line)
+		}
+		pids = append(pids, pid)
+		t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
 	}
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
-	return cmd, pid
+	return cmd, pids
 }
 
-func waitGone(t *testing.T, pid int) {
+// waitGone waits until none of pids runs (zombies count as gone).
+func waitGone(t *testing.T, pids ...int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for syscall.Kill(pid, 0) == nil {
-		// A zombie still answers kill 0; its parent (sfalloc) reaps it.
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d still running", pid)
+	for _, pid := range pids {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d still running", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	i := bytes.LastIndexByte(data, ')')
+	return i < 0 || i+2 >= len(data) || data[i+2] != 'Z'
+}
+
+func exitOf(t *testing.T, err error) int {
+	t.Helper()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("waiting for sfalloc: %v", err)
+	}
+	if err == nil {
+		return 0
+	}
+	return ee.ExitCode()
 }
 
 func TestRunReleasesOnSIGTERM(t *testing.T) {
 	cfg := pool(t, "")
-	cmd, pid := startRun(t, cfg)
+	// The command leaves a grandchild running in the background.
+	cmd, pids := startRun(t, cfg, "sleep 61 & echo $$ $!; wait")
 	if n := heldSlots(t, cfg); n != 2 {
 		t.Fatalf("%d slots held while run is running, want 2", n)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	err := cmd.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 128+int(syscall.SIGTERM) {
-		t.Fatalf("sfalloc run after SIGTERM: %v, want exit 143 (the command's SIGTERM death)", err)
+	if code := exitOf(t, cmd.Wait()); code != 128+int(syscall.SIGTERM) {
+		t.Fatalf("sfalloc run after SIGTERM: exit %d, want 143 (the command's SIGTERM death)", code)
 	}
-	waitGone(t, pid)
+	waitGone(t, pids...)
 	if n := heldSlots(t, cfg); n != 0 {
 		t.Errorf("%d slots held after SIGTERM, want 0", n)
 	}
 }
 
+func TestRunStopsLeftoverProcesses(t *testing.T) {
+	cfg := pool(t, "")
+	// The command exits at once, leaving a process in its group.
+	cmd, pids := startRun(t, cfg, "sleep 62 & echo $!", "--kill-after", "1s")
+	if code := exitOf(t, cmd.Wait()); code != 0 {
+		t.Fatalf("exit %d, want the command's 0", code)
+	}
+	waitGone(t, pids...)
+	if n := heldSlots(t, cfg); n != 0 {
+		t.Errorf("%d slots held after run, want 0", n)
+	}
+}
+
 func TestKilledRunFreesSlotsWhenLeaseEnds(t *testing.T) {
 	cfg := pool(t, "")
-	cmd, pid := startRun(t, cfg, "--lease", "2s")
+	cmd, pids := startRun(t, cfg, "echo $$; exec sleep 60", "--lease", "2s")
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_ = syscall.Kill(pid, syscall.SIGKILL) // the orphaned command
 	_ = cmd.Wait()
+	// The command dies with sfalloc: nothing runs on slots about to be freed.
+	waitGone(t, pids...)
 	if n := heldSlots(t, cfg); n != 2 {
 		t.Fatalf("%d slots held right after SIGKILL, want the 2 still leased", n)
 	}
@@ -286,6 +336,38 @@ func TestKilledRunFreesSlotsWhenLeaseEnds(t *testing.T) {
 			t.Fatalf("slots of a killed sfalloc run still held 15s after its 2s lease")
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestRunStopsCommandWhenAllocationLost(t *testing.T) {
+	cfg := pool(t, "")
+	// The command ignores SIGTERM, so it takes SIGKILL after --kill-after.
+	cmd, pids := startRun(t, cfg, `trap "" TERM; echo $$; exec sleep 63`, "--lease", "1s", "--kill-after", "1s")
+	all := list(t, cfg)
+	if len(all) != 1 {
+		t.Fatalf("list %+v, want the run's allocation", all)
+	}
+	if r := run(t, cfg, "release", all[0].ID); r.code != 0 {
+		t.Fatalf("release: %s", r.stderr)
+	}
+	if code := exitOf(t, cmd.Wait()); code != 128+int(syscall.SIGKILL) {
+		t.Errorf("exit %d after the allocation was lost, want 137", code)
+	}
+	waitGone(t, pids...)
+}
+
+func TestRunDefaultLeaseZero(t *testing.T) {
+	cfg := pool(t, "")
+	// --lease 0: the backend's default lease (1h), renewed every 20 minutes;
+	// meanwhile other processes use the pool.
+	cmd, _ := startRun(t, cfg, "echo $$; sleep 2", "--lease", "0")
+	for range 10 {
+		if al := list(t, cfg); len(al) != 1 || time.Until(al[0].Expires) < 50*time.Minute {
+			t.Fatalf("allocation %+v, want one with the 1h default lease", al)
+		}
+	}
+	if code := exitOf(t, cmd.Wait()); code != 0 {
+		t.Errorf("run --lease 0: exit %d, want 0", code)
 	}
 }
 
@@ -351,7 +433,7 @@ func TestWaitAndDeadline(t *testing.T) {
 	if err := waiter.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	waitQueued(t, cfg, 1)
 	if r := run(t, cfg, "release", id); r.code != 0 {
 		t.Fatalf("release: %s", r.stderr)
 	}
@@ -376,26 +458,30 @@ func TestBadInput(t *testing.T) {
 		name string
 		cfg  string
 		args []string
-		want string // in the error line
+		want string   // in the error line
+		env  []string // added to the environment
 	}{
-		{"n zero", cfg, []string{"request", "-n", "0"}, "at least 1"},
-		{"n negative", cfg, []string{"request", "-n", "-3"}, "at least 1"},
-		{"min above max", cfg, []string{"request", "-n", "2", "--min", "5"}, "larger than maximum"},
-		{"no n", cfg, []string{"request"}, "-n MAX is required"},
-		{"unknown backend", cfg, []string{"--backend", "nope", "request", "-n", "1"}, `unknown allocator backend "nope"`},
-		{"malformed config", malformed, []string{"request", "-n", "1"}, "bad.yaml"},
-		{"unknown config key", unknownKey, []string{"list"}, "placment"},
-		{"missing config", filepath.Join(dir, "none.yaml"), []string{"list"}, "none.yaml"},
-		{"unreadable config", dir, []string{"list"}, dir},
-		{"unknown allocation", cfg, []string{"release", "static-000000000000"}, "unknown allocation"},
-		{"over-release", cfg, []string{"release", id, "--host", "h1", "--count", "5"}, "cannot release 5"},
-		{"count without host", cfg, []string{"release", id, "--count", "1"}, "--host"},
-		{"bad timeout", cfg, []string{"request", "-n", "1", "-t", "soon"}, "--timeout"},
-		{"run without command", cfg, []string{"run", "-n", "1"}, "CMD"},
-		{"unknown flag", cfg, []string{"request", "-n", "1", "--bogus"}, "bogus"},
+		{"n zero", cfg, []string{"request", "-n", "0"}, "at least 1", nil},
+		{"n negative", cfg, []string{"request", "-n", "-3"}, "at least 1", nil},
+		{"min above max", cfg, []string{"request", "-n", "2", "--min", "5"}, "larger than maximum", nil},
+		{"no n", cfg, []string{"request"}, "-n MAX is required", nil},
+		{"unknown backend", cfg, []string{"--backend", "nope", "request", "-n", "1"}, `unknown allocator backend "nope"`, nil},
+		{"malformed config", malformed, []string{"request", "-n", "1"}, "bad.yaml", nil},
+		{"unknown config key", unknownKey, []string{"list"}, "placment", nil},
+		{"missing config", filepath.Join(dir, "none.yaml"), []string{"list"}, "none.yaml", nil},
+		{"unreadable config", dir, []string{"list"}, dir, nil},
+		{"unknown allocation", cfg, []string{"release", "static-000000000000"}, "unknown allocation", nil},
+		{"over-release", cfg, []string{"release", id, "--host", "h1", "--count", "5"}, "cannot release 5", nil},
+		{"count without host", cfg, []string{"release", id, "--count", "1"}, "--host", nil},
+		{"bad timeout", cfg, []string{"request", "-n", "1", "-t", "soon"}, "--timeout", nil},
+		{"overflowing lease", cfg, []string{"request", "-n", "1", "--lease", "18446744074"}, "--lease", nil},
+		{"lease too short", cfg, []string{"request", "-n", "1", "--lease", "10ms"}, "minimum", nil},
+		{"empty host list", cfg, []string{"list"}, "no host", []string{"SNOWFLOCK_ALLOCATOR_STATIC_HOSTS=,"}},
+		{"run without command", cfg, []string{"run", "-n", "1"}, "CMD", nil},
+		{"unknown flag", cfg, []string{"request", "-n", "1", "--bogus"}, "bogus", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := run(t, tc.cfg, tc.args...)
+			r := runEnv(t, tc.env, tc.cfg, tc.args...)
 			if r.code != 2 {
 				t.Errorf("exit %d, want 2 (stderr %q)", r.code, r.stderr)
 			}
@@ -457,5 +543,34 @@ func TestEventsReportExpiry(t *testing.T) {
 	_ = ev.Process.Signal(syscall.SIGTERM)
 	if err := ev.Wait(); err != nil {
 		t.Errorf("events after SIGTERM: %v, want exit 0", err)
+	}
+}
+
+// waitQueued waits until n requests wait in the pool of cfg.
+func waitQueued(t *testing.T, cfg string, n int) {
+	t.Helper()
+	c, err := egosf.LoadConfig(config.Options{File: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := egosf.Open(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	st := cl.Allocator().(*static.Allocator)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, err := st.Waiting(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests waiting, want %d", got, n)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
