@@ -124,8 +124,11 @@ func (a *Allocator) initDB(tx *bbolt.Tx) error {
 		}
 	}
 	old := meta.Get(keyPool)
-	if old == nil || bytes.Equal(old, a.def) {
+	switch {
+	case old == nil:
 		return meta.Put(keyPool, a.def)
+	case bytes.Equal(old, a.def):
+		return nil
 	}
 	// The configuration changed. Adopt it only while nothing is held, so
 	// that two configurations never share one database's slots.
