@@ -8,6 +8,7 @@ GO ?= go
 BIN := bin
 GOFLAGS_TEST ?= -race
 BENCHTIME ?= 2000x
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: all build deps test lint bench demo fuzz clean help
 
@@ -15,7 +16,7 @@ all: build
 
 ## build: compile every command into bin/
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/...
 
 ## deps: install the Debian packages and Go modules the project needs (idempotent)
 deps:

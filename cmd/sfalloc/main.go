@@ -30,6 +30,9 @@ const (
 	exitUsage      = 2 // usage or configuration error, unknown allocation
 )
 
+// version is set at build time (make build: -ldflags "-X main.version=…").
+var version = "dev"
+
 // globals are the flags every subcommand shares.
 type globals struct {
 	configFile string
@@ -119,6 +122,7 @@ granted (busy with --immediate, deadline passed, backend unavailable);
   sfalloc list
   sfalloc release static-3f9a1c0b7e2d --host h1 --count 2
   sfalloc run -n 4 -- mpirun --hostfile '$SF_HOSTFILE' ./solver`,
+		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
