@@ -121,7 +121,7 @@ granted (busy with --immediate, deadline passed, backend unavailable);
   sfalloc request -n 8 --min 2 -J sweep -t 30s
   sfalloc list
   sfalloc release static-3f9a1c0b7e2d --host h1 --count 2
-  sfalloc run -n 4 -- mpirun --hostfile '$SF_HOSTFILE' ./solver`,
+  sfalloc run -n 4 -- sh -c 'mpirun --hostfile "$SF_HOSTFILE" ./solver'`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -59,7 +59,7 @@ sfalloc exits with CMD's status (128+N when CMD died of signal N; 126 when CMD
 cannot be executed, 127 when it is not found; 1 if the allocation was lost),
 or 1/2 when no slots were granted.`,
 		Example: `  sfalloc run -n 3 -- sh -c 'echo $SF_NSLOTS'
-  sfalloc run -n 8 --min 2 -- mpirun --hostfile '$SF_HOSTFILE' ./solver`,
+  sfalloc run -n 8 --min 2 -- sh -c 'mpirun --hostfile "$SF_HOSTFILE" ./solver'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 || cmd.ArgsLenAtDash() > 0 {
 				return usageError{fmt.Errorf("want CMD [ARGS...] after the flags (sfalloc run -n N -- CMD ARGS...)")}
