@@ -157,6 +157,9 @@ func (g *globals) runHolding(ctx context.Context, c *egosf.Client, t *egosf.Tick
 
 	child := exec.Command(argv[0], argv[1:]...)
 	child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if _, err := os.Stdin.Stat(); err != nil {
+		child.Stdin = nil // sfalloc has no stdin: give the command /dev/null
+	}
 	child.Env = append(os.Environ(), t.Env(hostfile)...)
 	child.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if inForeground() {
