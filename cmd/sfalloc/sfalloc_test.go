@@ -574,3 +574,33 @@ func waitQueued(t *testing.T, cfg string, n int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A signal while waiting abandons the request: exit 1, the queue left,
+// nothing granted.
+func TestSignalWhileWaiting(t *testing.T) {
+	cfg := pool(t, "")
+	id := strings.TrimSpace(run(t, cfg, "request", "-n", "8", "-q").stdout)
+	for _, args := range [][]string{
+		{"request", "-n", "2", "-t", "60s"},
+		{"run", "-n", "2", "-t", "60s", "--", "true"},
+	} {
+		cmd := exec.Command(sfalloc, append([]string{"--config", cfg}, args...)...)
+		cmd.Env = cleanEnv()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitQueued(t, cfg, 1)
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		if code := exitOf(t, cmd.Wait()); code != 1 {
+			t.Errorf("%v interrupted while waiting: exit %d (%s), want 1", args[0], code, stderr.String())
+		}
+		waitQueued(t, cfg, 0)
+		if got := list(t, cfg); len(got) != 1 || got[0].ID != id {
+			t.Errorf("after an interrupted %s the pool holds %+v, want only %s", args[0], got, id)
+		}
+	}
+}
