@@ -1,8 +1,10 @@
 package static
 
 import (
+	"context"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,3 +83,51 @@ func percentile(ds []time.Duration, p int) time.Duration {
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// BenchmarkGrantReleaseContended is BenchmarkGrantRelease with 8 holders
+// granting and releasing at once, against the uncontended figure measured
+// in the same run as the baseline.
+func BenchmarkGrantReleaseContended(b *testing.B) {
+	a, err := New(Config{Hosts: twoHosts(64, 64), StateDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cycle := func() time.Duration {
+		start := time.Now()
+		al, err := a.Request(context.Background(), allocator.Request{Min: 1, Max: 1, Immediate: true})
+		if err != nil {
+			b.Error(err)
+			return 0
+		}
+		if _, err := a.Release(context.Background(), al.ID, nil); err != nil {
+			b.Error(err)
+		}
+		return time.Since(start)
+	}
+	const holders = 8
+	var (
+		mu          sync.Mutex
+		alone, busy []time.Duration
+	)
+	for b.Loop() {
+		alone = append(alone, cycle())
+		var wg sync.WaitGroup
+		for range holders {
+			wg.Go(func() {
+				d := cycle()
+				mu.Lock()
+				busy = append(busy, d)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+	}
+	p50, p99 := percentile(busy, 50), percentile(busy, 99)
+	b50 := percentile(alone, 50)
+	b.ReportMetric(us(p50), "p50-µs")
+	b.ReportMetric(us(p99), "p99-µs")
+	b.ReportMetric(us(b50), "baseline-p50-µs")
+	b.ReportMetric(float64(p50)/float64(b50), "ratio-p50")
+	b.Logf("static grant+release with %d holders at once: median %s, p99 %s; uncontended (baseline, same run): median %s; ratio %.2f",
+		holders, p50, p99, b50, float64(p50)/float64(b50))
+}

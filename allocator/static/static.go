@@ -36,8 +36,8 @@ const pollMin = 20 * time.Millisecond
 const DefaultPollInterval = 250 * time.Millisecond
 
 // Allocator is the static pool. It holds no open database between calls: each
-// call opens the database, whose file lock serialises every process that
-// shares the pool.
+// call takes the pool's lock file, which serialises every process sharing the
+// pool, and opens the database under it.
 type Allocator struct {
 	cfg  Config
 	path string
@@ -170,38 +170,37 @@ func describePool(def []byte) string {
 	return strings.Join(parts, ",")
 }
 
-// open opens the database, waiting for other processes' locks until ctx ends.
-func (a *Allocator) open(ctx context.Context, readOnly bool) (*bbolt.DB, error) {
-	for {
-		db, err := bbolt.Open(a.path, 0o600, &bbolt.Options{Timeout: 50 * time.Millisecond, ReadOnly: readOnly})
-		if err == nil {
-			return db, nil
-		}
-		if !errors.Is(err, bbolt.ErrTimeout) {
-			return nil, fmt.Errorf("opening pool database %s: %v: %w", a.path, err, allocator.ErrBackendDown)
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("pool database %s stayed locked by another process: %w", a.path, ctxErr(ctx))
-		}
-		// Another process holds the lock; bbolt waited 50ms. Try again.
+// open locks the pool (waiting for other processes until ctx ends) and opens
+// its database. close undoes both.
+func (a *Allocator) open(ctx context.Context, readOnly bool) (db *bbolt.DB, close func(), err error) {
+	unlock, err := lockPool(ctx, a.path+".lock", readOnly)
+	if err != nil {
+		return nil, nil, err
 	}
+	// Holding the pool lock, bbolt's own file lock is free at once.
+	db, err = bbolt.Open(a.path, 0o600, &bbolt.Options{Timeout: 10 * time.Second, ReadOnly: readOnly})
+	if err != nil {
+		unlock()
+		return nil, nil, fmt.Errorf("opening pool database %s: %v: %w", a.path, err, allocator.ErrBackendDown)
+	}
+	return db, func() { db.Close(); unlock() }, nil
 }
 
 func (a *Allocator) update(ctx context.Context, fn func(*bbolt.Tx) error) error {
-	db, err := a.open(ctx, false)
+	db, closeDB, err := a.open(ctx, false)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer closeDB()
 	return db.Update(fn)
 }
 
 func (a *Allocator) view(ctx context.Context, fn func(*bbolt.Tx) error) error {
-	db, err := a.open(ctx, true)
+	db, closeDB, err := a.open(ctx, true)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer closeDB()
 	return db.View(fn)
 }
 
