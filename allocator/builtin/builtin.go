@@ -88,11 +88,7 @@ func Open(ctx context.Context, name string, env Env) (allocator.Allocator, error
 	if err != nil {
 		return nil, err
 	}
-	a, err := b.open(ctx, cfg, env)
-	if err != nil {
-		return nil, fmt.Errorf("allocator %s: %w", name, err)
-	}
-	return a, nil
+	return b.open(ctx, cfg, env)
 }
 
 // Check decodes and validates backend name's section without opening it.

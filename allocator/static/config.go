@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Placement says how a grant is spread over hosts.
@@ -160,18 +161,34 @@ func (c Config) Validate() error {
 		switch {
 		case h.Name == "":
 			return fmt.Errorf("allocator.static.hosts[%d]: name is empty", i)
-		case strings.ContainsAny(h.Name, " \t\n,:="):
-			return fmt.Errorf("allocator.static.hosts[%d]: name %q has a space, comma, colon or '='", i, h.Name)
+		case !plainWord(h.Name) || strings.ContainsAny(h.Name, ":=#"):
+			return fmt.Errorf("allocator.static.hosts[%d]: name %q: want printable characters without spaces, ',', ':', '=' or '#'", i, h.Name)
 		case seen[h.Name]:
 			return fmt.Errorf("allocator.static.hosts[%d]: host %q listed twice", i, h.Name)
 		case h.Slots < 0:
 			return fmt.Errorf("allocator.static.hosts[%d] (%s): slots %d is negative", i, h.Name, h.Slots)
 		case h.Slots > 1<<20:
 			return fmt.Errorf("allocator.static.hosts[%d] (%s): slots %d is implausibly large", i, h.Name, h.Slots)
-		case strings.ContainsAny(h.Address, " \t\n,"):
-			return fmt.Errorf("allocator.static.hosts[%d] (%s): address %q is malformed", i, h.Name, h.Address)
+		case h.Address != "" && !plainWord(h.Address):
+			return fmt.Errorf("allocator.static.hosts[%d] (%s): address %q: want printable characters without spaces or ','", i, h.Name, h.Address)
+		}
+		for _, tag := range h.Tags {
+			if tag == "" || !plainWord(tag) {
+				return fmt.Errorf("allocator.static.hosts[%d] (%s): tag %q: want printable characters without spaces or ','", i, h.Name, tag)
+			}
 		}
 		seen[h.Name] = true
 	}
 	return nil
+}
+
+// plainWord says whether s is printable, without white space or commas: safe
+// in host lists, hostfiles, environment variables and terminals.
+func plainWord(s string) bool {
+	for _, r := range s {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) || r == ',' {
+			return false
+		}
+	}
+	return true
 }

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,10 +87,35 @@ func New(cfg Config, opts ...Option) (*Allocator, error) {
 	a.def = def
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := a.update(ctx, a.initDB); err != nil {
-		return nil, fmt.Errorf("static allocator: %w", err)
+	// Most opens find the database ready: check that under the shared lock,
+	// so that reading commands never need the exclusive one.
+	ready := false
+	if _, err := os.Stat(a.path); err == nil {
+		if err := a.view(ctx, func(tx *bbolt.Tx) error { ready = a.isReady(tx); return nil }); err != nil {
+			return nil, fmt.Errorf("static allocator: %w", err)
+		}
+	}
+	if !ready {
+		if err := a.update(ctx, a.initDB); err != nil {
+			return nil, fmt.Errorf("static allocator: %w", err)
+		}
 	}
 	return a, nil
+}
+
+// isReady says whether the database has this format, every bucket, and this
+// process's pool definition.
+func (a *Allocator) isReady(tx *bbolt.Tx) bool {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil || string(meta.Get(keyFormat)) != strconv.Itoa(formatMajor) || !bytes.Equal(meta.Get(keyPool), a.def) {
+		return false
+	}
+	for _, b := range [][]byte{bucketAllocations, bucketWaiters, bucketEvents} {
+		if tx.Bucket(b) == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Info names the backend.
@@ -131,7 +157,9 @@ func (a *Allocator) initDB(tx *bbolt.Tx) error {
 		return nil
 	}
 	// The configuration changed. Adopt it only while nothing is held, so
-	// that two configurations never share one database's slots.
+	// that two configurations never share one database's slots. While
+	// slots are held this process may still list, renew and release; its
+	// requests fail (checkPool) until the configurations agree.
 	now := time.Now()
 	if err := a.sweep(tx, now); err != nil {
 		return err
@@ -140,21 +168,31 @@ func (a *Allocator) initDB(tx *bbolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	for h, n := range p.held {
+	for _, n := range p.held {
 		if n > 0 {
-			return fmt.Errorf("the pool in %s was set up with hosts %s and still has slots held (%d on %s); this configuration has hosts %s: use one configuration for every process sharing state_dir, or change it once nothing is held: %w",
-				a.path, describePool(old), n, h, describePool(a.def), allocator.ErrInvalidArgument)
+			return nil
 		}
 	}
 	return meta.Put(keyPool, a.def)
 }
 
-// checkPool fails when another process re-defined the pool since New.
+// checkPool fails when the pool recorded in the database is not the one this
+// process is configured with (two configurations share state_dir).
 func (a *Allocator) checkPool(tx *bbolt.Tx) error {
 	if cur := tx.Bucket(bucketMeta).Get(keyPool); !bytes.Equal(cur, a.def) {
-		return fmt.Errorf("the pool's hosts changed to %s since this process started with %s: %w", describePool(cur), describePool(a.def), allocator.ErrInvalidArgument)
+		return fmt.Errorf("the pool in %s has hosts %s but this configuration has %s; it adopts a new configuration only while no slots are held (release them, or use one configuration for every process sharing state_dir): %w",
+			a.path, describePool(cur), describePool(a.def), allocator.ErrInvalidArgument)
 	}
 	return nil
+}
+
+// storedHosts returns the pool's hosts as recorded in the database.
+func storedHosts(tx *bbolt.Tx) ([]Host, error) {
+	var hosts []Host
+	if err := json.Unmarshal(tx.Bucket(bucketMeta).Get(keyPool), &hosts); err != nil {
+		return nil, fmt.Errorf("pool definition in the database is corrupt: %v: %w", err, allocator.ErrBackendDown)
+	}
+	return hosts, nil
 }
 
 // describePool renders a stored host list as "h1:4,h2:4".
@@ -177,30 +215,51 @@ func (a *Allocator) open(ctx context.Context, readOnly bool) (db *bbolt.DB, clos
 	if err != nil {
 		return nil, nil, err
 	}
-	// Holding the pool lock, bbolt's own file lock is free at once.
-	db, err = bbolt.Open(a.path, 0o600, &bbolt.Options{Timeout: 10 * time.Second, ReadOnly: readOnly})
+	// A damaged file can fault while bbolt reads its mapping: make such a
+	// fault a panic that survive recovers, for this goroutine, until close.
+	prevFault := debug.SetPanicOnFault(true)
+	db, err = func() (db *bbolt.DB, err error) {
+		defer a.survive(&err)
+		// Holding the pool lock, bbolt's own file lock is free at once.
+		return bbolt.Open(a.path, 0o600, &bbolt.Options{Timeout: time.Second, ReadOnly: readOnly})
+	}()
 	if err != nil {
+		debug.SetPanicOnFault(prevFault)
 		unlock()
-		return nil, nil, fmt.Errorf("opening pool database %s: %v: %w", a.path, err, allocator.ErrBackendDown)
+		if !errors.Is(err, allocator.ErrBackendDown) {
+			err = fmt.Errorf("opening pool database %s: %v: %w", a.path, err, allocator.ErrBackendDown)
+		}
+		return nil, nil, err
 	}
-	return db, func() { db.Close(); unlock() }, nil
+	return db, func() { db.Close(); unlock(); debug.SetPanicOnFault(prevFault) }, nil
 }
 
-func (a *Allocator) update(ctx context.Context, fn func(*bbolt.Tx) error) error {
+func (a *Allocator) update(ctx context.Context, fn func(*bbolt.Tx) error) (err error) {
 	db, closeDB, err := a.open(ctx, false)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
+	defer a.survive(&err)
 	return db.Update(fn)
 }
 
-func (a *Allocator) view(ctx context.Context, fn func(*bbolt.Tx) error) error {
+// survive turns a fault while reading the mapped database (a truncated or
+// damaged file raises SIGBUS or SIGSEGV) into an error instead of a crash.
+// Deferred by update and view.
+func (a *Allocator) survive(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("pool database %s is damaged (%v); move it aside to start an empty pool: %w", a.path, r, allocator.ErrBackendDown)
+	}
+}
+
+func (a *Allocator) view(ctx context.Context, fn func(*bbolt.Tx) error) (err error) {
 	db, closeDB, err := a.open(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
+	defer a.survive(&err)
 	return db.View(fn)
 }
 
@@ -378,18 +437,40 @@ func place(cands []candidate, n int, how Placement) []allocator.Slot {
 			t := min(c.free, n)
 			take[i], n = t, n-t
 		}
-	default: // Spread: one slot per host per round.
-		for n > 0 {
-			progress := false
+	default: // Spread: as if dealing one slot per host per round.
+		// Find the last round L that is needed: the smallest L with
+		// sum(min(free, L)) >= n. Every host gets min(free, L-1); round L
+		// gives one more to hosts with free >= L, in order, until n.
+		total, most := 0, 0
+		for _, c := range cands {
+			total, most = total+c.free, max(most, c.free)
+		}
+		n = min(n, total)
+		dealt := func(rounds int) int {
+			sum := 0
+			for _, c := range cands {
+				sum += min(c.free, rounds)
+			}
+			return sum
+		}
+		lo, hi := 0, most // dealt(lo) < n <= dealt(hi), when n > 0
+		for hi-lo > 1 {
+			if mid := lo + (hi-lo)/2; dealt(mid) >= n {
+				hi = mid
+			} else {
+				lo = mid
+			}
+		}
+		if n > 0 {
 			for i, c := range cands {
-				if n > 0 && take[i] < c.free {
+				take[i] = min(c.free, hi-1)
+				n -= take[i]
+			}
+			for i, c := range cands {
+				if n > 0 && c.free >= hi {
 					take[i]++
 					n--
-					progress = true
 				}
-			}
-			if !progress {
-				break
 			}
 		}
 	}
@@ -725,7 +806,8 @@ func (a *Allocator) List(ctx context.Context) ([]allocator.Allocation, error) {
 	return out, nil
 }
 
-// Hosts reports every configured host's slots and how many are held.
+// Hosts reports every host of the pool (as recorded in the database) with its
+// slots and how many are held.
 func (a *Allocator) Hosts(ctx context.Context) ([]allocator.HostUsage, error) {
 	var out []allocator.HostUsage
 	err := a.view(ctx, func(tx *bbolt.Tx) error {
@@ -733,7 +815,11 @@ func (a *Allocator) Hosts(ctx context.Context) ([]allocator.HostUsage, error) {
 		if err != nil {
 			return err
 		}
-		for _, h := range a.cfg.Hosts {
+		hosts, err := storedHosts(tx)
+		if err != nil {
+			return err
+		}
+		for _, h := range hosts {
 			out = append(out, allocator.HostUsage{Host: h.Name, Address: h.Address, Slots: h.Slots, Held: p.held[h.Name], Exclusive: p.exclusive[h.Name]})
 		}
 		return nil

@@ -3,6 +3,8 @@ package static
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -278,19 +280,93 @@ func TestPoolDefinitionShared(t *testing.T) {
 	dir := t.TempDir()
 	a := newPool(t, Config{Hosts: twoHosts(2, 2), StateDir: dir})
 	al := mustRequest(t, a, allocator.Request{Min: 1, Max: 1})
-	// Another configuration cannot take over a pool with slots held...
-	_, err := New(Config{Hosts: twoHosts(4, 4), StateDir: dir})
-	if !errors.Is(err, allocator.ErrInvalidArgument) || !strings.Contains(err.Error(), "h1:2,h2:2") {
-		t.Fatalf("New with other hosts while slots are held = %v, want ErrInvalidArgument naming the pool", err)
+	// Another configuration cannot take over a pool with slots held: its
+	// requests fail, naming both pools...
+	b := newPool(t, Config{Hosts: twoHosts(4, 4), StateDir: dir})
+	_, err := b.Request(t.Context(), allocator.Request{Min: 1, Max: 1, Immediate: true})
+	if !errors.Is(err, allocator.ErrInvalidArgument) || !strings.Contains(err.Error(), "h1:2,h2:2") || !strings.Contains(err.Error(), "h1:4,h2:4") {
+		t.Fatalf("request under another pool definition while slots are held = %v, want ErrInvalidArgument naming both", err)
 	}
-	// ...but may once nothing is held; then the old one is refused.
-	if _, err := a.Release(t.Context(), al.ID, nil); err != nil {
+	// ...but it may list, report the recorded pool, and release.
+	if list, err := b.List(t.Context()); err != nil || len(list) != 1 {
+		t.Fatalf("List under another definition = %+v, %v", list, err)
+	}
+	if hosts, err := b.Hosts(t.Context()); err != nil || len(hosts) != 2 || hosts[0].Slots != 2 {
+		t.Errorf("Hosts under another definition = %+v, %v; want the recorded pool (2 slots each)", hosts, err)
+	}
+	if _, err := b.Release(t.Context(), al.ID, nil); err != nil {
 		t.Fatal(err)
 	}
-	b := newPool(t, Config{Hosts: twoHosts(4, 4), StateDir: dir})
-	mustRequest(t, b, allocator.Request{Min: 8, Max: 8})
-	if _, err := a.Request(t.Context(), allocator.Request{Min: 1, Max: 1, Immediate: true}); !errors.Is(err, allocator.ErrInvalidArgument) || !strings.Contains(err.Error(), "changed") {
+	// Once nothing is held, the next process adopts its configuration, and
+	// the old one is refused.
+	c := newPool(t, Config{Hosts: twoHosts(4, 4), StateDir: dir})
+	mustRequest(t, c, allocator.Request{Min: 8, Max: 8})
+	if _, err := a.Request(t.Context(), allocator.Request{Min: 1, Max: 1, Immediate: true}); !errors.Is(err, allocator.ErrInvalidArgument) {
 		t.Errorf("request under a stale pool definition = %v, want ErrInvalidArgument", err)
+	}
+}
+
+func TestDamagedDatabaseIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	a := newPool(t, Config{Hosts: twoHosts(2, 2), StateDir: dir})
+	mustRequest(t, a, allocator.Request{Min: 1, Max: 1})
+	if err := os.Truncate(filepath.Join(dir, "static.db"), 8192); err != nil {
+		t.Fatal(err)
+	}
+	for name, op := range map[string]func() error{
+		"List": func() error { _, err := a.List(t.Context()); return err },
+		"Request": func() error {
+			_, err := a.Request(t.Context(), allocator.Request{Min: 1, Max: 1, Immediate: true})
+			return err
+		},
+		"New": func() error { _, err := New(Config{Hosts: twoHosts(2, 2), StateDir: dir}); return err },
+	} {
+		if err := op(); !errors.Is(err, allocator.ErrBackendDown) {
+			t.Errorf("%s on a truncated database = %v, want ErrBackendDown", name, err)
+		}
+	}
+}
+
+func TestSpreadMatchesRoundRobin(t *testing.T) {
+	roundRobin := func(cands []candidate, n int) []int {
+		take := make([]int, len(cands))
+		for n > 0 {
+			progress := false
+			for i, c := range cands {
+				if n > 0 && take[i] < c.free {
+					take[i]++
+					n--
+					progress = true
+				}
+			}
+			if !progress {
+				break
+			}
+		}
+		return take
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		cands := make([]candidate, 1+rng.IntN(6))
+		for i := range cands {
+			cands[i] = candidate{host: Host{Name: fmt.Sprint("h", i)}, free: rng.IntN(7)}
+		}
+		n := rng.IntN(30)
+		want := roundRobin(cands, n)
+		got := map[string]int{}
+		for _, s := range place(cands, n, Spread) {
+			got[s.Host] = s.Count
+		}
+		for i, c := range cands {
+			if got[c.host.Name] != want[i] {
+				t.Fatalf("spread of %d over %+v: got %v, want %v", n, cands, got, want)
+			}
+		}
+	}
+	// Huge requests cost no more than small ones.
+	big := []candidate{{host: Host{Name: "a"}, free: 1 << 40}, {host: Host{Name: "b"}, free: 3}}
+	if s := place(big, 1<<41, Spread); len(s) != 2 || s[0].Count != 1<<40 || s[1].Count != 3 {
+		t.Errorf("huge spread: %+v", s)
 	}
 }
 
@@ -363,6 +439,11 @@ func TestConfigValidate(t *testing.T) {
 		"empty name":     {Hosts: HostList{{Name: "", Slots: 1}}},
 		"negative slots": {Hosts: HostList{{Name: "a", Slots: -1}}},
 		"comma in name":  {Hosts: HostList{{Name: "a,b", Slots: 1}}},
+		"NUL in name":    {Hosts: HostList{{Name: "a\x00b", Slots: 1}}},
+		"escape in name": {Hosts: HostList{{Name: "a\x1b[31m", Slots: 1}}},
+		"comment name":   {Hosts: HostList{{Name: "#c", Slots: 1}}},
+		"space address":  {Hosts: HostList{{Name: "a", Address: "1.2.3.4 x", Slots: 1}}},
+		"empty tag":      {Hosts: HostList{{Name: "a", Slots: 1, Tags: []string{""}}}},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: Validate accepted %+v", name, c)
