@@ -58,6 +58,12 @@ func LoadConfig(o config.Options) (*config.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, allocator.ErrInvalidArgument)
 	}
+	for name := range cfg.Allocator.Sections {
+		if _, ok := builtin.Lookup(name); !ok {
+			return nil, fmt.Errorf("config %s: allocator.%s: no allocator backend of that name (built in: %s): %w",
+				cfg.Source, name, strings.Join(builtin.Names(), ", "), allocator.ErrInvalidArgument)
+		}
+	}
 	if err := builtin.Check(cfg.Allocator.Backend, backendEnv(cfg)); err != nil {
 		return nil, fmt.Errorf("config %s: %w", cfg.Source, err)
 	}

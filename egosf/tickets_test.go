@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,6 +117,10 @@ func TestLoadConfigChecksBackendSection(t *testing.T) {
 	os.WriteFile(p, []byte("allocator:\n  static:\n    placement: random\n"), 0o600)
 	if _, err := LoadConfig(config.Options{File: p}); !errors.Is(err, allocator.ErrInvalidArgument) {
 		t.Errorf("bad placement = %v, want ErrInvalidArgument", err)
+	}
+	os.WriteFile(p, []byte("allocator:\n  statik:\n    hosts: [{name: a, slots: 1}]\n"), 0o600)
+	if _, err := LoadConfig(config.Options{File: p}); !errors.Is(err, allocator.ErrInvalidArgument) || !strings.Contains(err.Error(), "allocator.statik") {
+		t.Errorf("misspelt backend section = %v, want ErrInvalidArgument naming it", err)
 	}
 	t.Setenv("SNOWFLOCK_ALLOCATOR_BACKEND", "nope")
 	os.WriteFile(p, []byte("state_dir: /tmp/x\n"), 0o600)

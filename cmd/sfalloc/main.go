@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/snowflock/snowflock/allocator"
 	"github.com/snowflock/snowflock/egosf"
@@ -135,7 +136,7 @@ granted (busy with --immediate, deadline passed, backend unavailable);
 	pf.StringVar(&g.backend, "backend", "", "allocator backend, overriding allocator.backend of the configuration")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "console", "log format on stderr: console or json")
-	root.AddCommand(newRequestCmd(g), newReleaseCmd(g), newListCmd(g), newRenewCmd(g), newRunCmd(g), newBackendsCmd(g), newHostsCmd(g), newEventsCmd(g), newConfigCmd(g))
+	root.AddCommand(newRequestCmd(g), newReleaseCmd(g), newListCmd(g), newRenewCmd(g), newRunCmd(g), newBackendsCmd(g), newHostsCmd(g), newEventsCmd(g), newConfigCmd(g), newGuardCmd())
 	return root
 }
 
@@ -149,7 +150,9 @@ func (g *globals) setupLogging() error {
 	case "json":
 		w = g.stderr
 	case "console":
-		w = zerolog.ConsoleWriter{Out: g.stderr, TimeFormat: time.TimeOnly}
+		f, ok := g.stderr.(*os.File)
+		color := ok && term.IsTerminal(int(f.Fd()))
+		w = zerolog.ConsoleWriter{Out: g.stderr, TimeFormat: time.TimeOnly, NoColor: !color}
 	default:
 		return usageError{fmt.Errorf("--log-format %q: want console or json", g.logFormat)}
 	}

@@ -11,9 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 
+	"github.com/snowflock/snowflock/allocator"
 	"github.com/snowflock/snowflock/egosf"
 )
 
@@ -48,12 +47,14 @@ CMD's environment gains:
   SF_HOSTFILE   an MPI hostfile ("host slots=N" lines), removed afterwards
 
 CMD runs in its own process group (in the terminal's foreground when there is
-one, so Ctrl-C reaches it once). SIGINT, SIGTERM and SIGHUP sent to sfalloc
-are forwarded to that group. When CMD exits, processes it left in its group
-are stopped (SIGTERM, then SIGKILL after --kill-after) before the slots are
-released;
-if sfalloc itself is killed, CMD gets SIGKILL. If the allocation is lost (lease
-expired, released elsewhere) CMD's group is stopped the same way.
+one, so Ctrl-C reaches it once, and Ctrl-Z, fg and bg work as for any job; a
+suspended run holds its slots for the backend's default lease). SIGINT,
+SIGTERM and SIGHUP sent to sfalloc are forwarded to that group. When CMD
+exits, processes it left in its group are stopped (SIGTERM, then SIGKILL after
+--kill-after) before the slots are released. If sfalloc itself is killed, CMD
+gets SIGKILL and a guard process stops the rest of the group. If the
+allocation is lost (lease expired, released elsewhere), the group is stopped
+the same way.
 
 sfalloc exits with CMD's status (128+N when CMD died of signal N; 126 when CMD
 cannot be executed, 127 when it is not found; 1 if the allocation was lost),
@@ -124,7 +125,10 @@ or 1/2 when no slots were granted.`,
 func (g *globals) release(ctx context.Context, c *egosf.Client, id string) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if _, err := c.Release(rctx, id); err != nil {
+	if _, err := c.Release(rctx, id); errors.Is(err, allocator.ErrUnknownAllocation) {
+		g.log.Debug().Str("id", id).Msg("allocation already gone")
+		return
+	} else if err != nil {
 		g.log.Error().Err(err).Str("id", id).Msg("releasing slots failed; they are freed when the lease ends")
 		return
 	}
@@ -141,7 +145,6 @@ type runSpec struct {
 // runHolding runs the command while holding ticket t, then releases t. It
 // returns the exit status for sfalloc.
 func (g *globals) runHolding(ctx context.Context, c *egosf.Client, t *egosf.Ticket, spec runSpec, sigs <-chan os.Signal) int {
-	argv := spec.argv
 	log := g.log.With().Str("id", t.ID).Logger()
 	defer g.release(ctx, c, t.ID)
 
@@ -155,29 +158,15 @@ func (g *globals) runHolding(ctx context.Context, c *egosf.Client, t *egosf.Tick
 	holder := c.Hold(ctx, t, spec.lease)
 	defer holder.Stop()
 
-	child := exec.Command(argv[0], argv[1:]...)
-	child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if _, err := os.Stdin.Stat(); err != nil {
-		child.Stdin = nil // sfalloc has no stdin: give the command /dev/null
-	}
-	child.Env = append(os.Environ(), t.Env(hostfile)...)
-	child.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if inForeground() {
-		child.SysProcAttr.Foreground = true
-		child.SysProcAttr.Ctty = int(os.Stdin.Fd())
-		defer reclaimTerminal()
-	}
-	if err := child.Start(); err != nil {
+	j, err := startJob(spec.argv, append(os.Environ(), t.Env(hostfile)...), spec.grace)
+	if err != nil {
 		fmt.Fprintf(g.stderr, "sfalloc: %v\n", err)
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return 127
 		}
 		return 126
 	}
-	pgid := child.Process.Pid
-	log.Debug().Int("pid", pgid).Strs("argv", argv).Msg("command started")
-	waited := make(chan struct{})
-	go func() { _ = child.Wait(); close(waited) }()
+	log.Debug().Int("pid", j.pid).Strs("argv", spec.argv).Msg("command started")
 
 	lost := holder.Lost()
 	wasLost := false
@@ -186,71 +175,32 @@ func (g *globals) runHolding(ctx context.Context, c *egosf.Client, t *egosf.Tick
 		select {
 		case s := <-sigs:
 			log.Info().Str("signal", s.String()).Msg("forwarding signal to the command")
-			_ = syscall.Kill(-pgid, s.(syscall.Signal))
+			j.signal(s.(syscall.Signal))
 		case <-lost:
 			lost, wasLost = nil, true
 			fmt.Fprintf(g.stderr, "sfalloc: %v; stopping the command\n", holder.Err())
-			_ = syscall.Kill(-pgid, syscall.SIGTERM)
+			j.signal(syscall.SIGTERM)
 			killAt = time.After(spec.grace)
 		case <-killAt:
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		case <-waited:
-			code := exitStatus(child)
-			stopGroup(pgid, spec.grace)
-			if wasLost && code == 0 {
-				code = exitNotGranted
+			j.kill()
+		case ws := <-j.states:
+			if ws.Stopped() {
+				j.stopped(func() {
+					// A stopped sfalloc cannot renew: hold the slots for
+					// the backend's default lease while suspended.
+					if _, err := c.Renew(ctx, t.ID, 0); err != nil {
+						log.Warn().Err(err).Msg("could not extend the lease for the suspension")
+					}
+				})
+				continue
 			}
-			return code
+			j.finish(spec.grace)
+			if wasLost {
+				return exitNotGranted
+			}
+			return exitStatus(ws)
 		}
 	}
-}
-
-// stopGroup ends what is left of process group pgid: SIGTERM, then SIGKILL
-// after grace.
-func stopGroup(pgid int, grace time.Duration) {
-	if syscall.Kill(-pgid, syscall.SIGTERM) != nil {
-		return // the group is empty
-	}
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		if syscall.Kill(-pgid, 0) != nil {
-			return
-		}
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-}
-
-// inForeground says whether stdin is a terminal whose foreground process
-// group is sfalloc's: only then may the command take the foreground.
-func inForeground() bool {
-	fd := int(os.Stdin.Fd())
-	if !term.IsTerminal(fd) {
-		return false
-	}
-	fg, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
-	return err == nil && fg == unix.Getpgrp()
-}
-
-// reclaimTerminal makes sfalloc's process group the terminal's foreground
-// again after the command had it.
-func reclaimTerminal() {
-	// A background process changing the foreground group gets SIGTTOU
-	// unless it ignores it.
-	signal.Ignore(syscall.SIGTTOU)
-	defer signal.Reset(syscall.SIGTTOU)
-	_ = unix.IoctlSetPointerInt(int(os.Stdin.Fd()), unix.TIOCSPGRP, unix.Getpgrp())
-}
-
-// exitStatus is a finished command's status the way a shell reports it.
-func exitStatus(child *exec.Cmd) int {
-	if child.ProcessState == nil { // Wait itself failed
-		return exitNotGranted
-	}
-	if ws, ok := child.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal())
-	}
-	return child.ProcessState.ExitCode()
 }
 
 func writeHostfile(t *egosf.Ticket) (string, error) {

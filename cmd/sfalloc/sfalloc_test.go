@@ -350,10 +350,39 @@ func TestRunStopsCommandWhenAllocationLost(t *testing.T) {
 	if r := run(t, cfg, "release", all[0].ID); r.code != 0 {
 		t.Fatalf("release: %s", r.stderr)
 	}
-	if code := exitOf(t, cmd.Wait()); code != 128+int(syscall.SIGKILL) {
-		t.Errorf("exit %d after the allocation was lost, want 137", code)
+	if code := exitOf(t, cmd.Wait()); code != 1 {
+		t.Errorf("exit %d after the allocation was lost, want 1", code)
 	}
 	waitGone(t, pids...)
+}
+
+func TestKilledRunTakesWholeGroup(t *testing.T) {
+	cfg := pool(t, "")
+	cmd, pids := startRun(t, cfg, "sleep 64 & echo $$ $!; wait", "--kill-after", "1s")
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	// The command dies of Pdeathsig; its child is stopped by the guard.
+	waitGone(t, pids...)
+}
+
+func TestSignalReachesStoppedCommand(t *testing.T) {
+	cfg := pool(t, "")
+	cmd, pids := startRun(t, cfg, "echo $$; exec sleep 65")
+	if err := syscall.Kill(pids[0], syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitOf(t, cmd.Wait()); code != 128+int(syscall.SIGTERM) {
+		t.Errorf("exit %d after SIGTERM to a stopped command, want 143", code)
+	}
+	if n := heldSlots(t, cfg); n != 0 {
+		t.Errorf("%d slots held, want 0", n)
+	}
 }
 
 func TestRunDefaultLeaseZero(t *testing.T) {

@@ -9,10 +9,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
@@ -166,17 +169,19 @@ func Parse(data []byte, source string, o Options) (cfg *Config, err error) {
 }
 
 // Decode decodes a configuration section (maps from YAML or viper) into
-// out, a pointer to a struct with mapstructure tags. Unknown keys are errors;
-// strings convert to numbers, booleans and durations ("30s"), and to types
-// that implement encoding.TextUnmarshaler. Errors are one line.
+// out, a pointer to a struct with mapstructure tags. Unknown keys are errors.
+// Types are strict, except that text (from environment variables) converts
+// to integers, booleans, comma-separated string lists and types that
+// implement encoding.TextUnmarshaler; durations are Go text ("30s", "5m")
+// or whole seconds, as on the command line. Errors are one line.
 func Decode(in any, out any) error {
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-		Result:           out,
-		ErrorUnused:      true,
-		WeaklyTypedInput: true,
+		Result:      out,
+		ErrorUnused: true,
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
+			durationHook,
 			mapstructure.TextUnmarshallerHookFunc(),
+			textHook,
 		),
 	})
 	if err != nil {
@@ -186,6 +191,84 @@ func Decode(in any, out any) error {
 		return errors.New(cleanDecodeError(err))
 	}
 	return nil
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// durationHook decodes durations from Go text or whole seconds.
+func durationHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
+	if to != durationType {
+		return data, nil
+	}
+	var secs int64
+	switch v := data.(type) {
+	case string:
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			d, err := time.ParseDuration(strings.TrimSpace(v))
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a duration: want 30s, 5m, 1h30m or whole seconds", v)
+			}
+			return d, nil
+		}
+		secs = n
+	case int:
+		secs = int64(v)
+	case int64:
+		secs = v
+	case uint64:
+		if v > math.MaxInt64 {
+			return nil, fmt.Errorf("%d seconds is too long", v)
+		}
+		secs = int64(v)
+	default:
+		return data, nil
+	}
+	if secs < 0 || secs > math.MaxInt64/int64(time.Second) {
+		return nil, fmt.Errorf("%d seconds is out of range", secs)
+	}
+	return time.Duration(secs) * time.Second, nil
+}
+
+// textHook converts text (environment variables) to integers, booleans and
+// comma-separated string lists.
+func textHook(from reflect.Type, to reflect.Type, data any) (any, error) {
+	if f, ok := data.(float64); ok && to.Kind() >= reflect.Int && to.Kind() <= reflect.Int64 {
+		// YAML reads 1.5 and numbers past int64 as floats.
+		if f != math.Trunc(f) || f < math.MinInt64 || f >= math.MaxInt64 {
+			return nil, fmt.Errorf("%v is not a whole number in range", f)
+		}
+		return int64(f), nil
+	}
+	if from.Kind() != reflect.String {
+		return data, nil
+	}
+	text := strings.TrimSpace(data.(string))
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n, err := strconv.ParseInt(text, 10, to.Bits())
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a whole number", data)
+		}
+		return n, nil
+	case reflect.Bool:
+		b, err := strconv.ParseBool(text)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not true or false", data)
+		}
+		return b, nil
+	case reflect.Slice:
+		if to.Elem().Kind() == reflect.String {
+			var out []string
+			for part := range strings.SplitSeq(text, ",") {
+				if part = strings.TrimSpace(part); part != "" {
+					out = append(out, part)
+				}
+			}
+			return out, nil
+		}
+	}
+	return data, nil
 }
 
 // cleanDecodeError turns mapstructure's multi-line report into one line

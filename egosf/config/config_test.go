@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func write(t *testing.T, dir, name, text string) string {
@@ -129,12 +130,35 @@ func TestTooLarge(t *testing.T) {
 }
 
 func TestDecode(t *testing.T) {
-	var out struct {
-		N    int      `mapstructure:"n"`
-		Tags []string `mapstructure:"tags"`
+	type section struct {
+		N     int           `mapstructure:"n"`
+		On    bool          `mapstructure:"on"`
+		Tags  []string      `mapstructure:"tags"`
+		Lease time.Duration `mapstructure:"lease"`
 	}
-	if err := Decode(map[string]any{"n": "3", "tags": []any{"a"}}, &out); err != nil || out.N != 3 || len(out.Tags) != 1 {
-		t.Fatalf("Decode = %v, %+v", err, out)
+	var out section
+	if err := Decode(map[string]any{"n": "3", "on": "true", "tags": "a, b", "lease": 90}, &out); err != nil || out.N != 3 || !out.On || len(out.Tags) != 2 || out.Lease != 90*time.Second {
+		t.Fatalf("Decode of text = %v, %+v", err, out)
+	}
+	for in, want := range map[any]time.Duration{"90": 90 * time.Second, "2m": 2 * time.Minute, 5: 5 * time.Second} {
+		var s section
+		if err := Decode(map[string]any{"lease": in}, &s); err != nil || s.Lease != want {
+			t.Errorf("lease %v = %s, %v; want %s", in, s.Lease, err, want)
+		}
+	}
+	for name, in := range map[string]map[string]any{
+		"float slots":    {"n": 1.5},
+		"bool slots":     {"n": true},
+		"huge slots":     {"n": 1e20},
+		"text not int":   {"n": "four"},
+		"bad duration":   {"lease": "soon"},
+		"huge duration":  {"lease": "99999999999"},
+		"negative lease": {"lease": -5},
+	} {
+		var s section
+		if err := Decode(in, &s); err == nil {
+			t.Errorf("%s: Decode(%v) accepted: %+v", name, in, s)
+		}
 	}
 	err := Decode(map[string]any{"m": 1}, &out)
 	if err == nil || err.Error() != "unknown key(s): m" {
