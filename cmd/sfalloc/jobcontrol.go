@@ -109,14 +109,7 @@ func (j *job) stopped(beforeStop func()) {
 // finish ends what is left of the group (SIGTERM, SIGKILL after grace), tells
 // the guard all is done, and takes back the terminal.
 func (j *job) finish(grace time.Duration) {
-	if syscall.Kill(-j.pid, 0) == nil {
-		j.signal(syscall.SIGTERM)
-		deadline := time.Now().Add(grace)
-		for syscall.Kill(-j.pid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		j.kill()
-	}
+	stopGroup(j.pid, grace)
 	_, _ = j.toGrd.Write([]byte{'.'})
 	j.toGrd.Close()
 	_ = j.guard.Wait()
@@ -170,17 +163,24 @@ func newGuardCmd() *cobra.Command {
 			if n, _ := io.ReadFull(os.Stdin, b[:]); n == 1 {
 				return nil // sfalloc finished the job itself
 			}
-			// sfalloc died: stop the group.
-			_ = syscall.Kill(-pgid, syscall.SIGTERM)
-			_ = syscall.Kill(-pgid, syscall.SIGCONT)
-			deadline := time.Now().Add(grace)
-			for syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline) {
-				time.Sleep(50 * time.Millisecond)
-			}
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			stopGroup(pgid, grace) // sfalloc died
 			return nil
 		},
 	}
+}
+
+// stopGroup ends process group pgid if anything is left of it: SIGTERM (with
+// SIGCONT, in case it is stopped), then SIGKILL after grace.
+func stopGroup(pgid int, grace time.Duration) {
+	if syscall.Kill(-pgid, syscall.SIGTERM) != nil {
+		return // the group is empty
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGCONT)
+	deadline := time.Now().Add(grace)
+	for syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
 // exitStatus is a finished command's status the way a shell reports it.
