@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,13 +19,11 @@ backend takes back on its own: a lease that ran out, a scheduler's reclaim or
 cancellation. With --json, one JSON object per line.`,
 		Args: nArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			c, err := g.open(ctx)
+			ctx, c, done, err := g.openUntilSignal(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			evs, err := c.Allocator().Events(ctx)
 			if err != nil {
 				return err

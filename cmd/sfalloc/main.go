@@ -11,8 +11,10 @@ import (
 	"io"
 	"math"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -186,6 +188,18 @@ func (g *globals) open(ctx context.Context) (*egosf.Client, error) {
 // writeJSONLine writes v as one line of JSON (streams).
 func writeJSONLine(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
+}
+
+// openUntilSignal opens the allocator with a context that SIGINT and SIGTERM
+// cancel. done closes the client and stops catching the signals.
+func (g *globals) openUntilSignal(parent context.Context) (ctx context.Context, c *egosf.Client, done func(), err error) {
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	c, err = g.open(ctx)
+	if err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return ctx, c, func() { c.Close(); stop() }, nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -148,13 +146,11 @@ pool can never satisfy fails at once.`,
 				return err
 			}
 			// SIGINT and SIGTERM abandon the wait (and leave the queue).
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			c, err := g.open(ctx)
+			ctx, c, done, err := g.openUntilSignal(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			t, err := g.obtain(ctx, c, req, timeout)
 			if err != nil {
 				return err
