@@ -26,7 +26,7 @@ func ExampleClient_Hold() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	h := c.Hold(ctx, t, 0) // renew the granted lease in the background
+	h := c.Hold(ctx, t, time.Minute) // renew in the background
 	defer func() { h.Stop(); c.Release(context.Background(), t.ID) }()
 	select {
 	case <-h.Lost(): // expired or released elsewhere

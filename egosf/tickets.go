@@ -159,38 +159,40 @@ type Holder struct {
 	lost   chan struct{}
 }
 
-// Hold renews ticket t every third of its lease until Stop or ctx ends. The
-// lease is lease, or when 0 the one the ticket was granted with. If the ticket
-// is gone (released elsewhere, expired) or cannot be renewed before its lease
-// runs out, Lost is closed and Err says why.
+// Hold keeps ticket t alive until Stop or ctx ends: it renews the ticket
+// after a third of the time left to its expiry (or of lease, if shorter),
+// each time asking for lease (0: the backend's default). If the ticket is gone (released elsewhere, expired) or cannot be
+// renewed before it expires, Lost is closed and Err says why. A ticket
+// without expiry needs no renewal.
 func (c *Client) Hold(ctx context.Context, t *Ticket, lease time.Duration) *Holder {
-	if lease <= 0 {
-		lease = t.Expires.Sub(t.Created)
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	h := &Holder{cancel: cancel, done: make(chan struct{}), lost: make(chan struct{})}
 	go func() {
 		defer close(h.done)
-		if lease <= 0 { // granted without a lease: nothing to renew
+		expires := t.Expires
+		if expires.IsZero() {
 			<-ctx.Done()
 			return
 		}
-		deadline := time.Now().Add(lease)
 		for {
+			wait := time.Until(expires)
+			if lease > 0 {
+				wait = min(wait, lease)
+			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(lease / 3):
+			case <-time.After(max(wait/3, 10*time.Millisecond)):
 			}
-			rctx, rcancel := context.WithDeadline(ctx, deadline)
-			_, err := c.alloc.Renew(rctx, t.ID, lease)
+			rctx, rcancel := context.WithDeadline(ctx, expires)
+			r, err := c.alloc.Renew(rctx, t.ID, lease)
 			rcancel()
 			switch {
 			case err == nil:
-				deadline = time.Now().Add(lease)
+				expires = r.Expires
 			case ctx.Err() != nil:
 				return
-			case errors.Is(err, allocator.ErrUnknownAllocation) || !time.Now().Before(deadline):
+			case errors.Is(err, allocator.ErrUnknownAllocation) || !time.Now().Before(expires):
 				h.mu.Lock()
 				h.err = fmt.Errorf("ticket %s lost: %w", t.ID, err)
 				h.mu.Unlock()

@@ -74,7 +74,7 @@ func TestHoldRenewsLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := c.Hold(t.Context(), tk, 0) // the lease granted
+	h := c.Hold(t.Context(), tk, lease)
 	time.Sleep(3 * lease)
 	if _, err := c.Get(t.Context(), tk.ID); err != nil {
 		t.Fatalf("held ticket gone after 3 leases: %v", err)
