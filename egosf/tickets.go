@@ -184,7 +184,10 @@ func (c *Client) Hold(ctx context.Context, t *Ticket, lease time.Duration) *Hold
 				return
 			case <-time.After(max(wait/3, 10*time.Millisecond)):
 			}
-			rctx, rcancel := context.WithDeadline(ctx, expires)
+			// Try until the lease ends, but at least a few seconds: the
+			// ticket may have been extended behind our back (sfalloc renew,
+			// a suspended sfalloc run) while expires went stale.
+			rctx, rcancel := context.WithTimeout(ctx, max(time.Until(expires), 5*time.Second))
 			r, err := c.alloc.Renew(rctx, t.ID, lease)
 			rcancel()
 			switch {

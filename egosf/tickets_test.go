@@ -91,6 +91,31 @@ func TestHoldRenewsLease(t *testing.T) {
 	}
 }
 
+// A ticket renewed elsewhere (a suspended sfalloc run extends its lease
+// before stopping) is kept even though the holder's idea of its expiry has
+// passed.
+func TestHoldSurvivesStaleExpiry(t *testing.T) {
+	c := openPool(t)
+	tk, err := c.RequestTicket(t.Context(), allocator.Request{Min: 1, Max: 1, Immediate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := *tk
+	stale.Expires = time.Now().Add(-time.Minute)
+	h := c.Hold(t.Context(), &stale, time.Second)
+	defer h.Stop()
+	time.Sleep(1500 * time.Millisecond)
+	select {
+	case <-h.Lost():
+		t.Fatalf("holder gave up a live ticket: %v", h.Err())
+	default:
+	}
+	got, err := c.Get(t.Context(), tk.ID)
+	if err != nil || time.Until(got.Expires) > 2*time.Second {
+		t.Errorf("ticket %+v, %v; want it renewed with the 1s lease", got, err)
+	}
+}
+
 func TestHoldReportsLoss(t *testing.T) {
 	c := openPool(t)
 	tk, err := c.RequestTicket(t.Context(), allocator.Request{Min: 1, Max: 1, Immediate: true})
