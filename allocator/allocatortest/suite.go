@@ -45,6 +45,7 @@ func Run(t *testing.T, h Harness) {
 		{"Renew", testRenew},
 		{"WaiterGrantedAfterRelease", testWaiter},
 		{"ConcurrentRequestsNeverOversubscribe", testConcurrent},
+		{"ExpiredContext", testExpiredContext},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -343,5 +344,17 @@ func testConcurrent(t *testing.T, h Harness, a allocator.Allocator) {
 	}
 	if want := min(h.Capacity, 2*workers); total != want {
 		t.Errorf("granted %d in all, want %d (every request may take 1-2 of the free slots)", total, want)
+	}
+}
+
+func testExpiredContext(t *testing.T, h Harness, a allocator.Allocator) {
+	c, cancel := context.WithTimeout(ctx(t), time.Nanosecond)
+	defer cancel()
+	<-c.Done()
+	if _, err := a.Request(c, allocator.Request{Min: 1, Max: 1, Lease: h.Lease}); !errors.Is(err, allocator.ErrTimeout) {
+		t.Errorf("Request with a passed deadline = %v, want ErrTimeout", err)
+	}
+	if n := held(t, a); n != 0 {
+		t.Errorf("held %d after a request with a passed deadline, want 0", n)
 	}
 }

@@ -211,6 +211,9 @@ func describePool(def []byte) string {
 // open locks the pool (waiting for other processes until ctx ends) and opens
 // its database. close undoes both.
 func (a *Allocator) open(ctx context.Context, readOnly bool) (db *bbolt.DB, close func(), err error) {
+	if ctx.Err() != nil {
+		return nil, nil, fmt.Errorf("pool %s: %w", a.path, ctxErr(ctx))
+	}
 	unlock, err := lockPool(ctx, a.path+".lock", readOnly)
 	if err != nil {
 		return nil, nil, err
