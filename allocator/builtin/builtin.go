@@ -40,7 +40,7 @@ type validator interface{ Validate() error }
 // build gets a build-tagged file adding its entry here.
 var backends = map[string]Backend{
 	static.Name: {
-		Info:   allocator.Info{Name: static.Name, Description: "fixed pool of hosts from configuration (embedded default)"},
+		Info:   allocator.Info{Name: static.Name, Description: static.Description},
 		config: func() any { return &static.Config{} },
 		open: func(_ context.Context, c any, env Env) (allocator.Allocator, error) {
 			cfg := *c.(*static.Config)

@@ -28,6 +28,9 @@ import (
 // Name is the backend's name in configuration.
 const Name = "static"
 
+// Description says what the backend is, for listings.
+const Description = "fixed pool of hosts from configuration (embedded default)"
+
 // pollMin is the first wait between two looks at the pool by a waiting
 // request; the wait doubles up to the configured poll interval.
 const pollMin = 20 * time.Millisecond
@@ -120,7 +123,7 @@ func (a *Allocator) isReady(tx *bbolt.Tx) bool {
 
 // Info names the backend.
 func (a *Allocator) Info() allocator.Info {
-	return allocator.Info{Name: Name, Description: "fixed pool of hosts from configuration"}
+	return allocator.Info{Name: Name, Description: Description}
 }
 
 // Config returns the configuration in force, defaults filled in.
