@@ -19,11 +19,11 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/snowflock/snowflock/allocator"
 	"github.com/snowflock/snowflock/egosf"
 	"github.com/snowflock/snowflock/egosf/config"
+	"github.com/snowflock/snowflock/internal/logflags"
 )
 
 // Exit statuses.
@@ -143,22 +143,11 @@ granted (busy with --immediate, deadline passed, backend unavailable);
 }
 
 func (g *globals) setupLogging() error {
-	lvl, err := zerolog.ParseLevel(g.logLevel)
-	if err != nil || g.logLevel == "" {
-		return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)}
+	log, err := logflags.New(g.logLevel, g.logFormat, g.stderr, "sfalloc")
+	if err != nil {
+		return usageError{err}
 	}
-	var w io.Writer
-	switch g.logFormat {
-	case "json":
-		w = g.stderr
-	case "console":
-		f, ok := g.stderr.(*os.File)
-		color := ok && term.IsTerminal(int(f.Fd()))
-		w = zerolog.ConsoleWriter{Out: g.stderr, TimeFormat: time.TimeOnly, NoColor: !color}
-	default:
-		return usageError{fmt.Errorf("--log-format %q: want console or json", g.logFormat)}
-	}
-	g.log = zerolog.New(w).Level(lvl).With().Timestamp().Str("prog", "sfalloc").Logger()
+	g.log = log
 	return nil
 }
 

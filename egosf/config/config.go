@@ -38,6 +38,9 @@ type Config struct {
 	// StateDir holds durable state (allocations, VM records).
 	StateDir  string    `mapstructure:"state_dir" json:"state_dir"`
 	Allocator Allocator `mapstructure:"allocator" json:"allocator"`
+	// Sfld is the sfld daemon's section, undecoded: sfld decodes and
+	// checks it (and its hypervisor backend's sub-section) itself.
+	Sfld map[string]any `mapstructure:"sfld" json:"sfld,omitempty"`
 	// Source says where the configuration came from: a file path or
 	// BuiltinSource.
 	Source string `mapstructure:"-" json:"source"`
