@@ -10,7 +10,7 @@ GOFLAGS_TEST ?= -race
 BENCHTIME ?= 2000x
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps test lint bench demo fuzz clean help
+.PHONY: all build deps test lint bench demo fuzz clean help guest proto
 
 all: build
 
@@ -28,13 +28,26 @@ lint:
 	  if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
 	$(GO) vet ./...
 
-## test: install what is needed, lint, then run every test (root, real processes)
-test: deps lint
+## guest: build the test guest (Debian cloud kernel + busybox initramfs + sfguest) into build/guest (cached)
+guest:
+	@contrib/guest/build
+
+## proto: regenerate the daemon API's Go code from clonesvc/sfldpb/sfld.proto (needs protoc)
+proto:
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=module=github.com/snowflock/snowflock \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/snowflock/snowflock clonesvc/sfldpb/sfld.proto
+
+## test: install what is needed, lint, then run every test (root, real processes, real QEMU)
+test: deps lint guest
 	$(GO) test $(GOFLAGS_TEST) -count=1 ./...
 
 ## bench: run the benchmarks and print their figures against in-run baselines
-bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./...
+# Benchmarks that start VMs run VMBENCHTIME iterations, the others BENCHTIME.
+VMBENCHTIME ?= 3x
+VMBENCH_PKGS := ./kvmbackend/...
+bench: deps guest
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v -e /kvmbackend)
+	$(GO) test -run '^$$' -bench . -benchtime $(VMBENCHTIME) $(VMBENCH_PKGS)
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 FUZZTIME ?= 30s
@@ -46,7 +59,7 @@ fuzz:
 	done
 
 ## demo: the main job on the embedded default configuration
-demo: deps build
+demo: deps build guest
 	@contrib/demo/run
 
 clean:

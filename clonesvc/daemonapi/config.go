@@ -1,0 +1,56 @@
+package daemonapi
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/snowflock/snowflock/clonesvc"
+	"github.com/snowflock/snowflock/egosf/config"
+)
+
+// DefaultListen is the daemon API's default address.
+const DefaultListen = "127.0.0.1:7468"
+
+// Config is the sfld section of the configuration file: what the daemon
+// runs with and what sfctl needs to reach it.
+type Config struct {
+	Listen         string        `mapstructure:"listen" json:"listen"`
+	Name           string        `mapstructure:"name" json:"name"`
+	TLSDir         string        `mapstructure:"tls_dir" json:"tls_dir"`
+	Hypervisor     string        `mapstructure:"hypervisor" json:"hypervisor"`
+	Lease          time.Duration `mapstructure:"lease" json:"lease"`
+	RequestTimeout time.Duration `mapstructure:"request_timeout" json:"request_timeout"`
+	// Backends' sections, undecoded (sfld decodes the one it runs).
+	KVM map[string]any `mapstructure:"kvm" json:"kvm,omitempty"`
+}
+
+// LoadConfig decodes and checks file's sfld section, filling defaults.
+func LoadConfig(file *config.Config) (Config, error) {
+	var c Config
+	if err := config.Decode(file.Sfld, &c); err != nil {
+		return c, fmt.Errorf("config %s: sfld: %w (%w)", file.Source, err, clonesvc.ErrInvalidArgument)
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return c, fmt.Errorf("config %s: sfld.listen %q: want HOST:PORT: %w", file.Source, c.Listen, clonesvc.ErrInvalidArgument)
+	}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return c, fmt.Errorf("host name: %w", err)
+		}
+		c.Name = h
+	}
+	if c.TLSDir == "" {
+		c.TLSDir = filepath.Join(file.StateDir, "tls")
+	}
+	if c.Lease != 0 && c.Lease < time.Second {
+		return c, fmt.Errorf("config %s: sfld.lease %s: at least 1s: %w", file.Source, c.Lease, clonesvc.ErrInvalidArgument)
+	}
+	return c, nil
+}

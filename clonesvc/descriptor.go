@@ -1,0 +1,45 @@
+package clonesvc
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/snowflock/snowflock/clonesvc/descriptor"
+)
+
+// DescriptorFile is the name of a checkpoint's VM descriptor in its
+// directory.
+const DescriptorFile = "descriptor.sfd"
+
+// writeDescriptor writes checkpoint rec's VM descriptor (device state,
+// machine, memory layout with zero pages, family identity and key) into
+// its directory and returns its size. It is what a clone on another host
+// starts from; local clones read the same files directly.
+func (s *Service) writeDescriptor(rec *CheckpointRecord) (int64, error) {
+	cp := rec.Checkpoint
+	state, err := os.ReadFile(cp.DeviceState)
+	if err != nil {
+		return 0, fmt.Errorf("descriptor: device state: %w", err)
+	}
+	d := &descriptor.Descriptor{
+		FamilyID: rec.Family, ParentVM: rec.Owner, CheckpointID: rec.ID, Created: rec.Created,
+		Backend: cp.Backend, Machine: cp.Machine, DeviceState: state,
+	}
+	if len(rec.Key) != descriptor.KeySize {
+		return 0, fmt.Errorf("descriptor: family key of %d bytes: %w", len(rec.Key), ErrInvalidArgument)
+	}
+	copy(d.FamilyKey[:], rec.Key)
+	for _, m := range cp.Memory {
+		d.Regions = append(d.Regions, descriptor.Region{Name: m.Name, Size: m.Size, PageSize: m.PageSize, Zero: m.Zero})
+	}
+	rec.Descriptor = filepath.Join(rec.Dir, DescriptorFile)
+	if err := descriptor.Write(rec.Descriptor, d); err != nil {
+		return 0, fmt.Errorf("descriptor: %w", err)
+	}
+	fi, err := os.Stat(rec.Descriptor)
+	if err != nil {
+		return 0, fmt.Errorf("descriptor: %w", err)
+	}
+	return fi.Size(), nil
+}
