@@ -63,6 +63,9 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // in (when there is one). All or nothing: on failure every clone started
 // is destroyed and the error returned; the ticket is left for the caller.
 func (s *Service) createClones(ctx context.Context, t *ticket, cp *CheckpointRecord, parent VMRecord) ([]VMRecord, []float64, error) {
+	if err := checkDescriptor(cp); err != nil {
+		return nil, nil, err
+	}
 	s.mu.Lock()
 	if t.rec.State != TicketIssued {
 		s.mu.Unlock()

@@ -43,3 +43,18 @@ func (s *Service) writeDescriptor(rec *CheckpointRecord) (int64, error) {
 	}
 	return fi.Size(), nil
 }
+
+// checkDescriptor reads checkpoint rec's descriptor back before clones
+// start from it: a damaged or substituted descriptor stops the clone with
+// a clear error instead of starting a VM from the wrong state.
+func checkDescriptor(rec *CheckpointRecord) error {
+	d, err := descriptor.Read(rec.Descriptor)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", rec.ID, err)
+	}
+	if d.CheckpointID != rec.ID || d.FamilyID != rec.Family || d.ParentVM != rec.Owner {
+		return fmt.Errorf("checkpoint %s: descriptor %s describes checkpoint %s of %s: %w",
+			rec.ID, rec.Descriptor, d.CheckpointID, d.ParentVM, ErrInvalidArgument)
+	}
+	return nil
+}

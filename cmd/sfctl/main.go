@@ -152,7 +152,7 @@ func (g *globals) call(parent context.Context, fn func(context.Context, *daemona
 	}
 	tlsCfg, err := pki.LoadClientTLS(dir, g.certName)
 	if err != nil {
-		return fmt.Errorf("client certificate (see `sfld init-ca`): %w", err)
+		return fmt.Errorf("client certificate (see `sfld init-ca`): %v", err) // not a usage error: exit 1
 	}
 	c, err := daemonapi.Dial(addr, tlsCfg)
 	if err != nil {
