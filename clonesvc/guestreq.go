@@ -9,17 +9,12 @@ import (
 	"github.com/snowflock/snowflock/egosf/guestproto"
 )
 
-// guestErrorCodes maps the service's error classes to guest wire codes.
+// guestErrorCodes maps the allocator classes guestproto has no code of its
+// own for (the service's classes are guestproto's).
 var guestErrorCodes = map[error]string{
-	ErrInvalidArgument:           "invalid_argument",
-	ErrNotFound:                  "not_found",
-	ErrPermissionDenied:          "permission_denied",
-	ErrVMFailed:                  "vm_failed",
-	ErrUnavailable:               "unavailable",
-	allocator.ErrInvalidArgument: "invalid_argument",
-	allocator.ErrNoneAvailable:   "none_available",
-	allocator.ErrTimeout:         "timeout",
-	allocator.ErrBackendDown:     "unavailable",
+	allocator.ErrInvalidArgument:   "invalid_argument",
+	allocator.ErrUnknownAllocation: "not_found",
+	allocator.ErrBackendDown:       "unavailable",
 }
 
 // handleGuest serves one request from VM e's guest. A guest acts only on

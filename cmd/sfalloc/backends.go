@@ -28,7 +28,7 @@ func newBackendsCmd(g *globals) *cobra.Command {
 			if cfg, err := g.loadConfig(); err == nil {
 				selected = cfg.Allocator.Backend
 			} else {
-				g.log.Warn().Err(err).Msg("configuration not loaded; no backend marked selected")
+				g.Log.Warn().Err(err).Msg("configuration not loaded; no backend marked selected")
 			}
 			var rows []backendRow
 			for _, name := range builtin.Names() {

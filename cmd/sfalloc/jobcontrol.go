@@ -152,11 +152,11 @@ func newGuardCmd() *cobra.Command {
 		RunE: func(_ *cobra.Command, args []string) error {
 			pgid, err := strconv.Atoi(args[0])
 			if err != nil || pgid <= 1 {
-				return usageError{fmt.Errorf("bad process group %q", args[0])}
+				return usageError{Err: fmt.Errorf("bad process group %q", args[0])}
 			}
 			grace, err := time.ParseDuration(args[1])
 			if err != nil {
-				return usageError{err}
+				return usageError{Err: err}
 			}
 			signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 			var b [1]byte

@@ -6,31 +6,29 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/snowflock/snowflock/allocator"
 	"github.com/snowflock/snowflock/egosf"
 	"github.com/snowflock/snowflock/egosf/config"
-	"github.com/snowflock/snowflock/internal/logflags"
+	"github.com/snowflock/snowflock/internal/cli"
 )
 
-// Exit statuses.
+// Exit statuses: cli.ExitFailure when slots were not granted (busy with
+// --immediate, deadline passed, backend down), cli.ExitUsage for usage or
+// configuration errors and unknown allocations.
 const (
-	exitOK         = 0
-	exitNotGranted = 1 // busy with --immediate, deadline passed, backend down
-	exitUsage      = 2 // usage or configuration error, unknown allocation
+	exitNotGranted = cli.ExitFailure
+	exitUsage      = cli.ExitUsage
 )
 
 // version is set at build time (make build: -ldflags "-X main.version=…").
@@ -40,67 +38,29 @@ var version = "dev"
 type globals struct {
 	configFile string
 	backend    string
-	logLevel   string
-	logFormat  string
-	log        zerolog.Logger
-	stdout     io.Writer
-	stderr     io.Writer
+	cli.LogFlags
+	stdout io.Writer
+	stderr io.Writer
 }
 
 func main() {
 	os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// usageError marks errors in how sfalloc was called.
-type usageError struct{ error }
+// usageError marks errors in how sfalloc was called; exitError carries
+// the status of the command sfalloc run ran.
+type (
+	usageError = cli.UsageError
+	exitError  = cli.ExitError
+)
 
-func (e usageError) Unwrap() error { return e.error }
-
-// exitError carries a command's exit status (sfalloc run).
-type exitError struct{ code int }
-
-func (e exitError) Error() string { return "exit status " + strconv.Itoa(e.code) }
+var nArgs = cli.ExactArgs
 
 func execute(args []string, stdout, stderr io.Writer) int {
 	g := &globals{stdout: stdout, stderr: stderr}
-	root := newRoot(g)
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	err := root.Execute()
-	var ee exitError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ee):
-		return ee.code
-	}
-	fmt.Fprintln(stderr, "sfalloc: "+strings.Join(strings.Fields(err.Error()), " "))
-	return exitCode(err)
-}
-
-// exitCode maps an error to sfalloc's exit status.
-func exitCode(err error) int {
-	var ue usageError
-	switch {
-	case errors.As(err, &ue),
-		errors.Is(err, allocator.ErrInvalidArgument),
-		errors.Is(err, allocator.ErrUnknownAllocation),
-		strings.HasPrefix(err.Error(), "unknown command"):
-		return exitUsage
-	}
-	// Not granted, deadline passed, backend down, interrupted.
-	return exitNotGranted
-}
-
-// nArgs accepts exactly n positional arguments, named in the error.
-func nArgs(n int, names string) cobra.PositionalArgs {
-	return func(_ *cobra.Command, args []string) error {
-		if len(args) != n {
-			return usageError{fmt.Errorf("want %s, got %d argument(s)", names, len(args))}
-		}
-		return nil
-	}
+	// Invalid arguments and unknown allocations are usage errors (2); not
+	// granted, deadline passed, backend down and interrupted are 1.
+	return cli.Run(newRoot(g), args, nil, stdout, stderr, allocator.ErrInvalidArgument, allocator.ErrUnknownAllocation)
 }
 
 func newRoot(g *globals) *cobra.Command {
@@ -125,30 +85,14 @@ granted (busy with --immediate, deadline passed, backend unavailable);
   sfalloc list
   sfalloc release static-3f9a1c0b7e2d --host h1 --count 2
   sfalloc run -n 4 -- sh -c 'mpirun --hostfile "$SF_HOSTFILE" ./solver'`,
-		Version:       version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return g.setupLogging()
-		},
+		Version: version,
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	g.Register(root, "warn", g.stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configFile, "config", "", "configuration file (default: $SNOWFLOCK_CONFIG, else "+config.SystemFile+", else built-in)")
 	pf.StringVar(&g.backend, "backend", "", "allocator backend, overriding allocator.backend of the configuration")
-	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-	pf.StringVar(&g.logFormat, "log-format", "console", "log format on stderr: console or json")
 	root.AddCommand(newRequestCmd(g), newReleaseCmd(g), newListCmd(g), newRenewCmd(g), newRunCmd(g), newBackendsCmd(g), newHostsCmd(g), newEventsCmd(g), newConfigCmd(g), newGuardCmd())
 	return root
-}
-
-func (g *globals) setupLogging() error {
-	log, err := logflags.New(g.logLevel, g.logFormat, g.stderr, "sfalloc")
-	if err != nil {
-		return usageError{err}
-	}
-	g.log = log
-	return nil
 }
 
 // loadConfig loads the configuration, applying --backend.
@@ -161,7 +105,7 @@ func (g *globals) loadConfig() (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.log.Debug().Str("source", cfg.Source).Str("backend", cfg.Allocator.Backend).Str("state_dir", cfg.StateDir).Msg("configuration loaded")
+	g.Log.Debug().Str("source", cfg.Source).Str("backend", cfg.Allocator.Backend).Str("state_dir", cfg.StateDir).Msg("configuration loaded")
 	return cfg, nil
 }
 
@@ -204,13 +148,13 @@ func parseDuration(flag, s string) (time.Duration, error) {
 	}
 	if n, err := strconv.Atoi(s); err == nil && n >= 0 {
 		if n > int(math.MaxInt64/time.Second) {
-			return 0, usageError{fmt.Errorf("--%s %s: longer than %s", flag, s, time.Duration(math.MaxInt64))}
+			return 0, usageError{Err: fmt.Errorf("--%s %s: longer than %s", flag, s, time.Duration(math.MaxInt64))}
 		}
 		return time.Duration(n) * time.Second, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return 0, usageError{fmt.Errorf("--%s %q: want a duration such as 30s, 5m or 1h30m, or whole seconds", flag, s)}
+		return 0, usageError{Err: fmt.Errorf("--%s %q: want a duration such as 30s, 5m or 1h30m, or whole seconds", flag, s)}
 	}
 	return d, nil
 }

@@ -38,7 +38,7 @@ changes nothing.`,
 			if err != nil {
 				return err
 			}
-			g.log.Info().Str("id", args[0]).Msg("released")
+			g.Log.Info().Str("id", args[0]).Msg("released")
 			switch {
 			case asJSON && left == nil:
 				return writeJSON(g.stdout, map[string]any{"id": args[0], "released": true, "remaining": nil})
@@ -61,17 +61,17 @@ changes nothing.`,
 // releaseSlots pairs --host and --count flags.
 func releaseSlots(hosts []string, counts []int) ([]allocator.Slot, error) {
 	if len(counts) > len(hosts) {
-		return nil, usageError{fmt.Errorf("%d --count flags but only %d --host: each --count needs its --host before it", len(counts), len(hosts))}
+		return nil, usageError{Err: fmt.Errorf("%d --count flags but only %d --host: each --count needs its --host before it", len(counts), len(hosts))}
 	}
 	slots := make([]allocator.Slot, len(hosts))
 	for i, h := range hosts {
 		if h == "" {
-			return nil, usageError{fmt.Errorf("--host is empty")}
+			return nil, usageError{Err: fmt.Errorf("--host is empty")}
 		}
 		slots[i].Host = h
 		if i < len(counts) {
 			if counts[i] <= 0 {
-				return nil, usageError{fmt.Errorf("--count %d for host %s: want at least 1", counts[i], h)}
+				return nil, usageError{Err: fmt.Errorf("--count %d for host %s: want at least 1", counts[i], h)}
 			}
 			slots[i].Count = counts[i]
 		}

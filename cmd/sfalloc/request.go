@@ -41,7 +41,7 @@ func (f *requestFlags) register(cmd *cobra.Command, defaultLease string) {
 
 func (f *requestFlags) request(cmd *cobra.Command) (allocator.Request, time.Duration, error) {
 	if !cmd.Flags().Changed("nslots") {
-		return allocator.Request{}, 0, usageError{fmt.Errorf("-n MAX is required: the number of slots wanted")}
+		return allocator.Request{}, 0, usageError{Err: fmt.Errorf("-n MAX is required: the number of slots wanted")}
 	}
 	minSlots := f.min
 	if minSlots == 0 {
@@ -64,7 +64,7 @@ func (f *requestFlags) request(cmd *cobra.Command) (allocator.Request, time.Dura
 		if cmd.Flags().Changed("min") {
 			given += fmt.Sprintf(" --min %d", f.min)
 		}
-		return req, 0, usageError{fmt.Errorf("%s: %w", given, err)}
+		return req, 0, usageError{Err: fmt.Errorf("%s: %w", given, err)}
 	}
 	return req, timeout, nil
 }
@@ -82,12 +82,12 @@ func (g *globals) obtain(ctx context.Context, c *egosf.Client, req allocator.Req
 		defer close(done)
 		go showWait(g.stderr, req, done)
 	}
-	g.log.Debug().Int("min", req.Min).Int("max", req.Max).Str("backend", c.Allocator().Info().Name).Msg("requesting slots")
+	g.Log.Debug().Int("min", req.Min).Int("max", req.Max).Str("backend", c.Allocator().Info().Name).Msg("requesting slots")
 	t, err := c.RequestTicket(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	g.log.Info().Str("id", t.ID).Int("granted", t.Granted).Str("hosts", t.HostsString()).Msg("slots granted")
+	g.Log.Info().Str("id", t.ID).Int("granted", t.Granted).Str("hosts", t.HostsString()).Msg("slots granted")
 	return t, nil
 }
 

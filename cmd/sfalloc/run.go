@@ -63,7 +63,7 @@ or 1/2 when no slots were granted.`,
   sfalloc run -n 8 --min 2 -- sh -c 'mpirun --hostfile "$SF_HOSTFILE" ./solver'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 || cmd.ArgsLenAtDash() > 0 {
-				return usageError{fmt.Errorf("want CMD [ARGS...] after the flags (sfalloc run -n N -- CMD ARGS...)")}
+				return usageError{Err: fmt.Errorf("want CMD [ARGS...] after the flags (sfalloc run -n N -- CMD ARGS...)")}
 			}
 			return nil
 		},
@@ -111,7 +111,7 @@ or 1/2 when no slots were granted.`,
 			if gr.err != nil {
 				return gr.err
 			}
-			return exitError{g.runHolding(cmd.Context(), c, gr.t, runSpec{lease: req.Lease, grace: grace, argv: args}, sigs)}
+			return exitError{Code: g.runHolding(cmd.Context(), c, gr.t, runSpec{lease: req.Lease, grace: grace, argv: args}, sigs)}
 		},
 	}
 	f.register(cmd, runLease)
@@ -126,13 +126,13 @@ func (g *globals) release(ctx context.Context, c *egosf.Client, id string) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if _, err := c.Release(rctx, id); errors.Is(err, allocator.ErrUnknownAllocation) {
-		g.log.Debug().Str("id", id).Msg("allocation already gone")
+		g.Log.Debug().Str("id", id).Msg("allocation already gone")
 		return
 	} else if err != nil {
-		g.log.Error().Err(err).Str("id", id).Msg("releasing slots failed; they are freed when the lease ends")
+		g.Log.Error().Err(err).Str("id", id).Msg("releasing slots failed; they are freed when the lease ends")
 		return
 	}
-	g.log.Info().Str("id", id).Msg("slots released")
+	g.Log.Info().Str("id", id).Msg("slots released")
 }
 
 // runSpec is what sfalloc run runs, and how.
@@ -145,7 +145,7 @@ type runSpec struct {
 // runHolding runs the command while holding ticket t, then releases t. It
 // returns the exit status for sfalloc.
 func (g *globals) runHolding(ctx context.Context, c *egosf.Client, t *egosf.Ticket, spec runSpec, sigs <-chan os.Signal) int {
-	log := g.log.With().Str("id", t.ID).Logger()
+	log := g.Log.With().Str("id", t.ID).Logger()
 	defer g.release(ctx, c, t.ID)
 
 	hostfile, err := writeHostfile(t)

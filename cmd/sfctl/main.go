@@ -6,18 +6,15 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"reflect"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -28,16 +25,10 @@ import (
 	"github.com/snowflock/snowflock/clonesvc/pki"
 	"github.com/snowflock/snowflock/egosf"
 	"github.com/snowflock/snowflock/egosf/config"
-	"github.com/snowflock/snowflock/internal/logflags"
+	"github.com/snowflock/snowflock/internal/cli"
 )
 
 var version = "dev"
-
-const (
-	exitOK    = 0
-	exitFail  = 1
-	exitUsage = 2
-)
 
 type globals struct {
 	configFile string
@@ -46,45 +37,26 @@ type globals struct {
 	certName   string
 	timeout    time.Duration
 	json       bool
-	logLevel   string
-	logFormat  string
-	log        zerolog.Logger
-	stdout     io.Writer
-	stderr     io.Writer
+	cli.LogFlags
+	stdout io.Writer
+	stderr io.Writer
 }
 
-type usageError struct{ error }
+// usageError marks errors in how sfctl was called; exitError carries the
+// status of a command run by vm exec.
+type (
+	usageError = cli.UsageError
+	exitError  = cli.ExitError
+)
 
-func (e usageError) Unwrap() error { return e.error }
-
-// exitError carries a remote command's exit status (vm exec).
-type exitError struct{ code int }
-
-func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+var exactArgs = cli.ExactArgs
 
 func main() { os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func execute(args []string, stdout, stderr io.Writer) int {
 	g := &globals{stdout: stdout, stderr: stderr}
-	root := newRoot(g)
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	err := root.Execute()
-	var ee exitError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ee):
-		return ee.code
-	}
-	fmt.Fprintln(stderr, "sfctl: "+strings.Join(strings.Fields(err.Error()), " "))
-	var ue usageError
-	if errors.As(err, &ue) || errors.Is(err, clonesvc.ErrInvalidArgument) || errors.Is(err, clonesvc.ErrNotFound) ||
-		errors.Is(err, allocator.ErrInvalidArgument) || strings.HasPrefix(err.Error(), "unknown command") {
-		return exitUsage
-	}
-	return exitFail
+	return cli.Run(newRoot(g), args, nil, stdout, stderr,
+		clonesvc.ErrInvalidArgument, clonesvc.ErrNotFound, allocator.ErrInvalidArgument)
 }
 
 func newRoot(g *globals) *cobra.Command {
@@ -102,19 +74,9 @@ Exit status: 0 success; 1 failure (no slots, VM failed, sfld unreachable);
   sfctl clone worker -n 4
   sfctl vm list --json
   sfctl kill tk-1a2b3c4d`,
-		Version:       version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
-			log, err := logflags.New(g.logLevel, g.logFormat, g.stderr, "sfctl")
-			if err != nil {
-				return usageError{err}
-			}
-			g.log = log
-			return nil
-		},
+		Version: version,
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	g.Register(root, "warn", g.stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configFile, "config", "", "configuration file (default: $SNOWFLOCK_CONFIG, else "+config.SystemFile+", else built-in)")
 	pf.StringVar(&g.addr, "addr", "", "sfld address HOST:PORT (default: sfld.listen of the configuration)")
@@ -122,8 +84,6 @@ Exit status: 0 success; 1 failure (no slots, VM failed, sfld unreachable);
 	pf.StringVar(&g.certName, "cert", "admin", "client certificate name (NAME.crt, NAME.key in --tls-dir)")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Minute, "give up after this long")
 	pf.BoolVar(&g.json, "json", false, "print results as JSON")
-	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-	pf.StringVar(&g.logFormat, "log-format", "console", "log format on stderr: console or json")
 	vm := &cobra.Command{Use: "vm", Short: "Start, list, stop VMs and run commands in them"}
 	vm.AddCommand(newVMStartCmd(g), newVMListCmd(g), newVMStopCmd(g), newVMExecCmd(g))
 	root.AddCommand(vm, newCloneCmd(g), newCheckpointCmd(g), newKillCmd(g), newTicketListCmd(g), newInfoCmd(g))
@@ -179,16 +139,6 @@ func (g *globals) print(v any, human func(w io.Writer)) error {
 	tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
 	human(tw)
 	return tw.Flush()
-}
-
-// exactArgs accepts exactly n positional arguments, named in the error.
-func exactArgs(n int, names string) cobra.PositionalArgs {
-	return func(_ *cobra.Command, args []string) error {
-		if len(args) != n {
-			return usageError{fmt.Errorf("want %s, got %d argument(s)", names, len(args))}
-		}
-		return nil
-	}
 }
 
 // protoJSON writes protobuf messages with their proto field names and

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/snowflock/snowflock/internal/cli"
 )
 
 func sfctl(t *testing.T, args ...string) (int, string) {
@@ -31,7 +33,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bogus"},
 	} {
 		code, out := sfctl(t, args...)
-		if code != exitUsage || strings.Count(out, "\n") != 1 {
+		if code != cli.ExitUsage || strings.Count(out, "\n") != 1 {
 			t.Errorf("sfctl %v: exit %d, output %q; want 2 and one line", args, code, out)
 		}
 	}
@@ -41,7 +43,7 @@ func TestUsageErrors(t *testing.T) {
 // get one, and fails before dialling.
 func TestNoCertificate(t *testing.T) {
 	code, out := sfctl(t, "vm", "list")
-	if code != exitFail || !strings.Contains(out, "sfld init-ca") {
+	if code != cli.ExitFailure || !strings.Contains(out, "sfld init-ca") {
 		t.Fatalf("exit %d, output %q", code, out)
 	}
 }

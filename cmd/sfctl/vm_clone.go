@@ -27,10 +27,10 @@ With --checkpoint, the clones start from a checkpoint made earlier
   sfctl clone --checkpoint cp-1a2b3c4d -n 8 --json`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if (from == "") != (len(args) == 1) || len(args) > 1 {
-				return usageError{fmt.Errorf("want VM, or --checkpoint CP")}
+				return usageError{Err: fmt.Errorf("want VM, or --checkpoint CP")}
 			}
 			if n < 1 {
-				return usageError{fmt.Errorf("-n %d: want at least 1", n)}
+				return usageError{Err: fmt.Errorf("-n %d: want at least 1", n)}
 			}
 			return nil
 		},

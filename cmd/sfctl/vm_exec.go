@@ -23,7 +23,7 @@ output and exits with its status. Its output also goes to the VM's console.`,
   sfctl vm exec worker --json -- hostname`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) < 2 {
-				return usageError{errors.New("want VM -- COMMAND [ARG...]")}
+				return usageError{Err: errors.New("want VM -- COMMAND [ARG...]")}
 			}
 			return nil
 		},
@@ -42,7 +42,7 @@ output and exits with its status. Its output also goes to the VM's console.`,
 				return err
 			})
 			if err == nil && code != 0 && !g.json {
-				return exitError{int(code)}
+				return exitError{Code: int(code)}
 			}
 			return err
 		},

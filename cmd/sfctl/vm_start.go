@@ -25,7 +25,7 @@ VM is ready for 'vm exec' and for guest API calls.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cpus < 0 || mem < 0 {
-				return usageError{fmt.Errorf("--cpus and --memory must not be negative")}
+				return usageError{Err: fmt.Errorf("--cpus and --memory must not be negative")}
 			}
 			r.Cpus, r.MemoryMib = int32(cpus), int32(mem)
 			return g.call(cmd.Context(), func(ctx context.Context, c *daemonapi.Client) error {

@@ -17,7 +17,7 @@ func newVMStopCmd(g *globals) *cobra.Command {
 of its tickets too (nobody is left to join them) and deletes its checkpoints.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usageError{errorf("want at least one VM")}
+				return usageError{Err: errorf("want at least one VM")}
 			}
 			return nil
 		},

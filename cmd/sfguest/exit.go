@@ -44,7 +44,7 @@ parent's join and destroys the clone's VM.`, guestproto.MaxResult),
 func readResult(cmd *cobra.Command, text, file string) ([]byte, error) {
 	switch {
 	case cmd.Flags().Changed("result") && file != "":
-		return nil, usageError{errors.New("--result and --result-file exclude each other")}
+		return nil, usageError{Err: errors.New("--result and --result-file exclude each other")}
 	case file == "":
 		return []byte(text), nil
 	}
@@ -52,7 +52,7 @@ func readResult(cmd *cobra.Command, text, file string) ([]byte, error) {
 	if file != "-" {
 		f, err := os.Open(file)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("--result-file: %w", err)}
+			return nil, usageError{Err: fmt.Errorf("--result-file: %w", err)}
 		}
 		defer f.Close()
 		r = f
@@ -62,7 +62,7 @@ func readResult(cmd *cobra.Command, text, file string) ([]byte, error) {
 		return nil, fmt.Errorf("--result-file: %w", err)
 	}
 	if len(b) > guestproto.MaxResult {
-		return nil, usageError{fmt.Errorf("--result-file %s: longer than %d bytes", file, guestproto.MaxResult)}
+		return nil, usageError{Err: fmt.Errorf("--result-file %s: longer than %d bytes", file, guestproto.MaxResult)}
 	}
 	return b, nil
 }

@@ -12,7 +12,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -20,14 +19,14 @@ import (
 
 	"github.com/snowflock/snowflock/egosf"
 	"github.com/snowflock/snowflock/egosf/guestproto"
-	"github.com/snowflock/snowflock/internal/logflags"
+	"github.com/snowflock/snowflock/internal/cli"
 )
 
 // Exit statuses.
 const (
-	exitOK      = 0
-	exitFailure = 1 // the request failed: not in a guest, none available, VM failed
-	exitUsage   = 2 // usage error, invalid argument, unknown ticket or checkpoint
+	exitOK      = cli.ExitOK
+	exitFailure = cli.ExitFailure // the request failed: not in a guest, none available, VM failed
+	exitUsage   = cli.ExitUsage   // usage error, invalid argument, unknown ticket or checkpoint
 )
 
 // version is set at build time (make build: -ldflags "-X main.version=…").
@@ -48,50 +47,19 @@ func main() {
 }
 
 // usageError marks errors in how sfguest was called.
-type usageError struct{ error }
+type usageError = cli.UsageError
 
-func (e usageError) Unwrap() error { return e.error }
+var nArgs = cli.ExactArgs
 
 func execute(args []string, stdout, stderr io.Writer) int {
 	return executeWith(&globals{stdout: stdout, stderr: stderr}, args, os.Stdin)
 }
 
+// executeWith runs sfguest: usage errors, invalid arguments and unknown
+// tickets or checkpoints exit 2; failed requests (not in a guest, none
+// available, VM failed) exit 1.
 func executeWith(g *globals, args []string, stdin io.Reader) int {
-	stdout, stderr := g.stdout, g.stderr
-	root := newRoot(g)
-	root.SetIn(stdin)
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	err := root.Execute()
-	if err == nil {
-		return exitOK
-	}
-	fmt.Fprintln(stderr, "sfguest: "+strings.Join(strings.Fields(err.Error()), " "))
-	return exitCode(err)
-}
-
-// exitCode maps an error to sfguest's exit status.
-func exitCode(err error) int {
-	var ue usageError
-	switch {
-	case errors.As(err, &ue),
-		errors.Is(err, guestproto.ErrInvalidArgument),
-		errors.Is(err, guestproto.ErrNotFound),
-		strings.HasPrefix(err.Error(), "unknown command"):
-		return exitUsage
-	}
-	return exitFailure
-}
-
-// nArgs accepts exactly n positional arguments, named in the error.
-func nArgs(n int, names string) cobra.PositionalArgs {
-	return func(_ *cobra.Command, args []string) error {
-		if len(args) != n {
-			return usageError{fmt.Errorf("want %s, got %d argument(s)", names, len(args))}
-		}
-		return nil
-	}
+	return cli.Run(newRoot(g), args, stdin, g.stdout, g.stderr, guestproto.ErrInvalidArgument, guestproto.ErrNotFound)
 }
 
 func newRoot(g *globals) *cobra.Command {
@@ -133,14 +101,12 @@ ticket or checkpoint.`,
   else
     sfguest exit --result "resumed at $1 as clone $2"
   fi`,
-		Version:       version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Version: version,
+
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return g.setupLogging(cmd)
 		},
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.socket, "socket", egosf.GuestSocket(), "the agent's unix socket ($"+egosf.GuestSocketEnv+" sets the default)")
 	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default: info for the agent, warn otherwise)")
@@ -159,9 +125,9 @@ func (g *globals) setupLogging(cmd *cobra.Command) error {
 			level = "info"
 		}
 	}
-	log, err := logflags.New(level, g.logFormat, g.stderr, "sfguest")
+	log, err := cli.NewLogger(level, g.logFormat, g.stderr, "sfguest")
 	if err != nil {
-		return usageError{err}
+		return usageError{Err: err}
 	}
 	g.log = log
 	return nil
@@ -192,7 +158,7 @@ func (o *output) register(cmd *cobra.Command, quietHelp string) {
 	}
 	cmd.PreRunE = func(*cobra.Command, []string) error {
 		if o.json && o.quiet {
-			return usageError{errors.New("--json and --quiet exclude each other")}
+			return usageError{Err: errors.New("--json and --quiet exclude each other")}
 		}
 		return nil
 	}

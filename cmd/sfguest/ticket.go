@@ -27,7 +27,7 @@ release.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := strconv.Atoi(args[0])
 			if err != nil || n <= 0 {
-				return usageError{fmt.Errorf("N %q: want a whole number of clones, at least 1", args[0])}
+				return usageError{Err: fmt.Errorf("N %q: want a whole number of clones, at least 1", args[0])}
 			}
 			return g.withGuest(cmd, func(ctx context.Context, guest *egosf.Guest) error {
 				t, err := guest.RequestTicket(ctx, n)

@@ -68,7 +68,7 @@ other host's tls_dir (its sfld.name must be NAME).`,
   sfld issue-cert alice --role client`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return usageError{fmt.Errorf("want NAME, got %d argument(s)", len(args))}
+				return usageError{Err: fmt.Errorf("want NAME, got %d argument(s)", len(args))}
 			}
 			return nil
 		},
@@ -79,7 +79,7 @@ other host's tls_dir (its sfld.name must be NAME).`,
 			}
 			r, err := pki.ParseRole(role)
 			if err != nil {
-				return usageError{err}
+				return usageError{Err: err}
 			}
 			if out == "" {
 				out = l.daemon.TLSDir

@@ -38,13 +38,13 @@ func (g *globals) load() (*loaded, error) {
 		d.Hypervisor = kvmbackend.Name
 	}
 	if d.Hypervisor != kvmbackend.Name {
-		return nil, usageError{fmt.Errorf("config %s: sfld.hypervisor %q: this build has only %q", file.Source, d.Hypervisor, kvmbackend.Name)}
+		return nil, usageError{Err: fmt.Errorf("config %s: sfld.hypervisor %q: this build has only %q", file.Source, d.Hypervisor, kvmbackend.Name)}
 	}
 	if err := config.Decode(d.KVM, &l.kvm); err != nil {
-		return nil, usageError{fmt.Errorf("config %s: sfld.kvm: %w", file.Source, err)}
+		return nil, usageError{Err: fmt.Errorf("config %s: sfld.kvm: %w", file.Source, err)}
 	}
 	if err := l.kvm.Validate(); err != nil {
-		return nil, usageError{fmt.Errorf("config %s: sfld.kvm: %w", file.Source, err)}
+		return nil, usageError{Err: fmt.Errorf("config %s: sfld.kvm: %w", file.Source, err)}
 	}
 	return l, nil
 }

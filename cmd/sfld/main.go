@@ -5,63 +5,34 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"os"
-	"strings"
 
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/snowflock/snowflock/allocator"
 	"github.com/snowflock/snowflock/clonesvc"
 	"github.com/snowflock/snowflock/egosf/config"
-	"github.com/snowflock/snowflock/internal/logflags"
+	"github.com/snowflock/snowflock/internal/cli"
 )
 
 // version is set at build time (make build: -ldflags "-X main.version=…").
 var version = "dev"
 
-// Exit statuses.
-const (
-	exitOK    = 0
-	exitFail  = 1
-	exitUsage = 2
-)
-
 type globals struct {
 	configFile string
-	logLevel   string
-	logFormat  string
-	log        zerolog.Logger
-	stdout     io.Writer
-	stderr     io.Writer
+	cli.LogFlags
+	stdout io.Writer
+	stderr io.Writer
 }
 
-type usageError struct{ error }
-
-func (e usageError) Unwrap() error { return e.error }
+type usageError = cli.UsageError
 
 func main() { os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func execute(args []string, stdout, stderr io.Writer) int {
 	g := &globals{stdout: stdout, stderr: stderr}
-	root := newRoot(g)
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	err := root.Execute()
-	if err == nil {
-		return exitOK
-	}
-	fmt.Fprintln(stderr, "sfld: "+strings.Join(strings.Fields(err.Error()), " "))
-	var ue usageError
-	if errors.As(err, &ue) || errors.Is(err, clonesvc.ErrInvalidArgument) || errors.Is(err, allocator.ErrInvalidArgument) ||
-		strings.HasPrefix(err.Error(), "unknown command") {
-		return exitUsage
-	}
-	return exitFail
+	return cli.Run(newRoot(g), args, nil, stdout, stderr, clonesvc.ErrInvalidArgument, allocator.ErrInvalidArgument)
 }
 
 func newRoot(g *globals) *cobra.Command {
@@ -89,23 +60,10 @@ an sfld section:
     tls_dir: STATE_DIR/tls      # CA certificate, this host's certificate and key
     hypervisor: kvm
     kvm: {accel: tcg, machine: q35, memory_mib: 256, kernel: ..., initrd: ...}`,
-		Version:       version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
-			log, err := logflags.New(g.logLevel, g.logFormat, g.stderr, "sfld")
-			if err != nil {
-				return usageError{err}
-			}
-			g.log = log
-			return nil
-		},
+		Version: version,
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	pf := root.PersistentFlags()
-	pf.StringVar(&g.configFile, "config", "", "configuration file (default: $SNOWFLOCK_CONFIG, else "+config.SystemFile+", else built-in)")
-	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	pf.StringVar(&g.logFormat, "log-format", "console", "log format on stderr: console or json")
+	g.Register(root, "info", g.stderr)
+	root.PersistentFlags().StringVar(&g.configFile, "config", "", "configuration file (default: $SNOWFLOCK_CONFIG, else "+config.SystemFile+", else built-in)")
 	root.AddCommand(newServeCmd(g), newInitCACmd(g), newIssueCertCmd(g), newConfigCmd(g))
 	return root
 }

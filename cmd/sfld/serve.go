@@ -47,14 +47,14 @@ func (g *globals) serve(ctx context.Context) error {
 		return err
 	}
 	defer alloc.Close()
-	l.kvm.Logger = g.log.With().Str("backend", kvmbackend.Name).Logger()
+	l.kvm.Logger = g.Log.With().Str("backend", kvmbackend.Name).Logger()
 	backend, err := kvmbackend.New(l.kvm)
 	if err != nil {
 		return err
 	}
 	svc, err := clonesvc.New(ctx, clonesvc.Config{
 		Host: l.daemon.Name, StateDir: l.stateDir(), Backend: backend, Allocator: alloc.Allocator(),
-		Lease: l.daemon.Lease, RequestTimeout: l.daemon.RequestTimeout, Log: g.log, Version: version,
+		Lease: l.daemon.Lease, RequestTimeout: l.daemon.RequestTimeout, Log: g.Log, Version: version,
 	})
 	if err != nil {
 		return err
@@ -64,7 +64,7 @@ func (g *globals) serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("daemon API: %w", err)
 	}
-	g.log.Info().Str("listen", lis.Addr().String()).Str("host", l.daemon.Name).Str("allocator", l.file.Allocator.Backend).
+	g.Log.Info().Str("listen", lis.Addr().String()).Str("host", l.daemon.Name).Str("allocator", l.file.Allocator.Backend).
 		Str("state_dir", l.stateDir()).Str("version", version).Msg("sfld serving")
-	return daemonapi.Serve(ctx, daemonapi.NewGRPC(svc, tlsCfg, g.log), lis)
+	return daemonapi.Serve(ctx, daemonapi.NewGRPC(svc, tlsCfg, g.Log), lis)
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/snowflock/snowflock/internal/cli"
 )
 
 // run runs sfld in-process with a configuration file holding cfg.
@@ -30,7 +32,7 @@ func TestBadConfigurationIsUsageError(t *testing.T) {
 		{"state_dir: STATE\nsfld:\n  kvm:\n    accel: hvf\n", "accel"},
 	} {
 		code, _, stderr := run(t, c.cfg, "serve")
-		if code != exitUsage || !strings.Contains(stderr, c.want) || strings.Count(stderr, "\n") != 1 {
+		if code != cli.ExitUsage || !strings.Contains(stderr, c.want) || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("config %q: exit %d, stderr %q; want 2 and one line naming %q", c.cfg, code, stderr, c.want)
 		}
 	}
@@ -38,7 +40,7 @@ func TestBadConfigurationIsUsageError(t *testing.T) {
 
 func TestServeWithoutCertificatesSaysWhatToDo(t *testing.T) {
 	code, _, stderr := run(t, "state_dir: STATE\n", "serve")
-	if code != exitFail || !strings.Contains(stderr, "sfld init-ca") {
+	if code != cli.ExitFailure || !strings.Contains(stderr, "sfld init-ca") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 }
@@ -85,10 +87,10 @@ func TestInitCAOnceThenIssue(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "ca.key")); err == nil {
 		t.Error("issue-cert copied the CA key")
 	}
-	if code, _ := sfld("issue-cert"); code != exitUsage {
+	if code, _ := sfld("issue-cert"); code != cli.ExitUsage {
 		t.Errorf("issue-cert without a name: exit %d, want 2", code)
 	}
-	if code, _ := sfld("issue-cert", "x", "--role", "king"); code != exitUsage {
+	if code, _ := sfld("issue-cert", "x", "--role", "king"); code != cli.ExitUsage {
 		t.Errorf("issue-cert --role king: exit %d, want 2", code)
 	}
 }

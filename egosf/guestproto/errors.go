@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/snowflock/snowflock/allocator"
+	"github.com/snowflock/snowflock/clonesvc/errdefs"
 )
 
 // Error is a failed request's reply: a class code and a message for
@@ -16,13 +17,14 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
-// Error codes and the guest-side errors they stand for.
+// Error codes and the errors they stand for: the clone service's own
+// classes, so that one sentinel serves on both sides of the channel.
 var (
-	ErrInvalidArgument  = errors.New("invalid argument")
-	ErrNotFound         = errors.New("not found")
-	ErrPermissionDenied = errors.New("permission denied")
-	ErrVMFailed         = errors.New("vm failed")
-	ErrUnavailable      = errors.New("unavailable")
+	ErrInvalidArgument  = errdefs.ErrInvalidArgument
+	ErrNotFound         = errdefs.ErrNotFound
+	ErrPermissionDenied = errdefs.ErrPermissionDenied
+	ErrVMFailed         = errdefs.ErrVMFailed
+	ErrUnavailable      = errdefs.ErrUnavailable
 	// ErrNotInGuest: the program does not run inside a SnowFlock guest (no
 	// agent to talk to).
 	ErrNotInGuest = errors.New("not inside a SnowFlock guest")

@@ -1,6 +1,4 @@
-// Package logflags turns the --log-level and --log-format flags every
-// SnowFlock command takes into a zerolog logger on stderr.
-package logflags
+package cli
 
 import (
 	"fmt"
@@ -15,7 +13,7 @@ import (
 // New returns a logger writing to stderr at level ("debug", "info",
 // "warn", "error") in format ("console": readable, coloured only on a
 // terminal; "json": one object per line), tagged with prog.
-func New(level, format string, stderr io.Writer, prog string) (zerolog.Logger, error) {
+func NewLogger(level, format string, stderr io.Writer, prog string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil || level == "" {
 		return zerolog.Nop(), fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
