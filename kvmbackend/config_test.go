@@ -33,7 +33,7 @@ func TestCommandLine(t *testing.T) {
 		ID: "vm", Dir: "/d,x", Hostname: "h1", MemPath: "/d,x/mem", Share: false, Incoming: true}
 	args := strings.Join(l.args(), " ")
 	for _, want := range []string{
-		"-accel kvm", "-machine microvm,memory-backend=mem,pit=on,pic=on,rtc=on,acpi=off",
+		"-accel kvm", "-machine microvm,memory-backend=mem,pit=on,pic=on,rtc=on",
 		"mem-path=/d,,x/mem,share=off", "-device virtio-serial-device,id=vser",
 		"-append console=ttyS0 lpj=4000000 sf.hostname=h1 quiet", "-incoming defer",
 		"path=/d,,x/guest.sock,server=on,wait=off", "-no-reboot",

@@ -3,6 +3,7 @@ package kvmbackend
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -118,7 +119,9 @@ func (l launch) args() []string {
 	mtype := l.Type + ",memory-backend=mem"
 	serialBus := "virtio-serial-pci"
 	if l.Type == MachineMicroVM {
-		mtype += ",pit=on,pic=on,rtc=on,acpi=off"
+		// ACPI stays on: the guest finds its virtio-mmio devices through
+		// it (the Debian cloud kernel lacks VIRTIO_MMIO_CMDLINE_DEVICES).
+		mtype += ",pit=on,pic=on,rtc=on"
 		serialBus = "virtio-serial-device"
 	}
 	a := []string{
@@ -161,7 +164,13 @@ func qmpChardev(dir string) string {
 func (l launch) cmdline() string {
 	parts := []string{"console=ttyS0"}
 	if l.Type == MachineMicroVM {
+		// Under TCG the PIT calibration fails on a busy host and microvm
+		// has no HPET or PM timer to fall back on: tell the kernel the
+		// loop and TSC rates instead.
 		parts = append(parts, "lpj=4000000")
+		if khz := hostTSCkHz(); l.Accel == AccelTCG && khz > 0 {
+			parts = append(parts, "tsc_early_khz="+strconv.Itoa(khz))
+		}
 	}
 	if l.Hostname != "" {
 		parts = append(parts, "sf.hostname="+l.Hostname)
@@ -175,3 +184,23 @@ func (l launch) cmdline() string {
 // shellQuote quotes s for /bin/sh (QEMU runs exec: migration URIs with
 // sh -c).
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// hostTSCkHz is the host CPU's clock in kHz from /proc/cpuinfo (0 when it
+// cannot be read).
+func hostTSCkHz() int {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && strings.TrimSpace(k) == "cpu MHz" {
+			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || mhz <= 0 {
+				return 0
+			}
+			return int(mhz * 1000)
+		}
+	}
+	return 0
+}
