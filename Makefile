@@ -46,7 +46,7 @@ test: deps lint guest
 VMBENCHTIME ?= 3x
 VMBENCH_PKGS := ./kvmbackend/...
 bench: deps guest
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v -e /kvmbackend)
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v -e /kvmbackend -e /integration)
 	$(GO) test -run '^$$' -bench . -benchtime $(VMBENCHTIME) $(VMBENCH_PKGS)
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)

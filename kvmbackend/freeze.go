@@ -37,6 +37,20 @@ type freezeStats struct {
 // writing only pages that are not all zero (the rest stay holes). zero has
 // one bit per page (bit i%8 of byte i/8), set when the page is all zero.
 func freezeMemory(ctx context.Context, src, dst string, size int64) (zero []byte, st freezeStats, err error) {
+	return freeze(ctx, src, dst, size, false)
+}
+
+// refreezeMemory brings dst, an earlier freezeMemory copy of src taken
+// while the guest ran, up to date with src: it reads both and rewrites
+// only the pages that differ (punching holes where a page became zero).
+// Called with the guest paused, it costs reads of the touched memory and
+// writes of what changed since the first copy, not a whole copy. The zero
+// bitmap is that of src now.
+func refreezeMemory(ctx context.Context, src, dst string, size int64) (zero []byte, st freezeStats, err error) {
+	return freeze(ctx, src, dst, size, true)
+}
+
+func freeze(ctx context.Context, src, dst string, size int64, update bool) (zero []byte, st freezeStats, err error) {
 	t0 := time.Now()
 	st.Size = size
 	in, err := os.Open(src)
@@ -44,7 +58,11 @@ func freezeMemory(ctx context.Context, src, dst string, size int64) (zero []byte
 		return nil, st, fmt.Errorf("freeze memory: %w", err)
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if update {
+		flags = os.O_RDWR
+	}
+	out, err := os.OpenFile(dst, flags, 0o644)
 	if err != nil {
 		return nil, st, fmt.Errorf("freeze memory: %w", err)
 	}
@@ -52,7 +70,7 @@ func freezeMemory(ctx context.Context, src, dst string, size int64) (zero []byte
 		if cerr := out.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("freeze memory: close %s: %w", dst, cerr)
 		}
-		if err != nil {
+		if err != nil && !update {
 			os.Remove(dst)
 		}
 	}()
@@ -79,8 +97,12 @@ func freezeMemory(ctx context.Context, src, dst string, size int64) (zero []byte
 	for range freezeWorkers {
 		wg.Go(func() {
 			buf := make([]byte, freezeChunk)
+			var old []byte
+			if update {
+				old = make([]byte, freezeChunk)
+			}
 			for c := range next {
-				w, z, cerr := freezeChunkCopy(in, out, buf, c[0], c[1])
+				w, z, cerr := freezeChunkCopy(in, out, buf, old, c[0], c[1])
 				mu.Lock()
 				if cerr != nil && firstErr == nil {
 					firstErr = cerr
@@ -158,15 +180,23 @@ func dataChunks(f *os.File, size int64) ([][2]int64, error) {
 var zeroPage = make([]byte, pageSize)
 
 // freezeChunkCopy copies [start, end) of in to out, page by page, skipping
-// all-zero pages. It returns the bytes written and the indices of the
-// non-zero pages.
-func freezeChunkCopy(in, out *os.File, buf []byte, start, end int64) (written int64, nonZero []int64, err error) {
+// all-zero pages. With old (a buffer for out's current contents), it
+// updates an earlier copy instead: pages equal to out's are not written,
+// and pages that became zero are punched out of out. It returns the bytes
+// written and the indices of the non-zero pages.
+func freezeChunkCopy(in, out *os.File, buf, old []byte, start, end int64) (written int64, nonZero []int64, err error) {
 	buf = buf[:end-start]
 	n, err := in.ReadAt(buf, start)
 	if err != nil && !(errors.Is(err, io.EOF) && n > 0) {
 		return 0, nil, fmt.Errorf("read at %d: %w", start, err)
 	}
 	buf = buf[:n] // a file shorter than size: the rest is zero
+	if old != nil {
+		old = old[:n]
+		if m, err := out.ReadAt(old, start); err != nil && !(errors.Is(err, io.EOF) && m > 0) {
+			return 0, nil, fmt.Errorf("read copy at %d: %w", start, err)
+		}
+	}
 	// Write runs of consecutive non-zero pages with one call each.
 	runStart := -1
 	flush := func(i int) error {
@@ -183,14 +213,25 @@ func freezeChunkCopy(in, out *os.File, buf []byte, start, end int64) (written in
 		return nil
 	}
 	for i := 0; i < len(buf); i += pageSize {
-		page := buf[i:min(i+pageSize, len(buf))]
-		if bytes.Equal(page, zeroPage[:len(page)]) {
+		end := min(i+pageSize, len(buf))
+		page := buf[i:end]
+		isZero := bytes.Equal(page, zeroPage[:len(page)])
+		if !isZero {
+			nonZero = append(nonZero, (start+int64(i))/pageSize)
+		}
+		unchanged := old != nil && bytes.Equal(page, old[i:end])
+		if isZero || unchanged {
 			if err := flush(i); err != nil {
 				return written, nonZero, err
 			}
+			if isZero && !unchanged && old != nil {
+				// The page became zero since the first copy.
+				if err := unix.Fallocate(int(out.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, start+int64(i), int64(len(page))); err != nil {
+					return written, nonZero, fmt.Errorf("punch hole at %d: %w", start+int64(i), err)
+				}
+			}
 			continue
 		}
-		nonZero = append(nonZero, (start+int64(i))/pageSize)
 		if runStart < 0 {
 			runStart = i
 		}

@@ -3,11 +3,14 @@ package kvmbackend
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestFreezeMemory(t *testing.T) {
@@ -150,4 +153,57 @@ func plainCopy(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// TestRefreezeMemory: after the source changes (a page rewritten, a page
+// zeroed, a new page written), refreezeMemory makes the copy equal to the
+// source again, writing only the changed pages, and its zero bitmap is the
+// source's.
+func TestRefreezeMemory(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	size := int64(6 << 20)
+	if err := os.WriteFile(src, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(src, size); err != nil {
+		t.Fatal(err)
+	}
+	for p := int64(0); p < 64; p++ {
+		writeFileAt(t, src, page(fmt.Sprintf("page %d ", p)), p*pageSize)
+	}
+	ctx := context.Background()
+	if _, _, err := freezeMemory(ctx, src, dst, size); err != nil {
+		t.Fatal(err)
+	}
+	writeFileAt(t, src, page("rewritten "), 5*pageSize)              // changed
+	writeFileAt(t, src, make([]byte, pageSize), 9*pageSize)          // became zero
+	writeFileAt(t, src, page("new beyond a chunk "), 4<<20+pageSize) // new data
+	zero, st, err := refreezeMemory(ctx, src, dst, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(src)
+	got, _ := os.ReadFile(dst)
+	if !bytes.Equal(got, want) {
+		t.Fatal("the updated copy differs from the source")
+	}
+	if st.Written != 2*pageSize {
+		t.Errorf("wrote %d bytes, want only the 2 changed non-zero pages (%d)", st.Written, 2*pageSize)
+	}
+	for p := 0; p < int(size/pageSize); p++ {
+		isZero := bytes.Equal(want[p*pageSize:(p+1)*pageSize], zeroPage)
+		if bit := zero[p/8]&(1<<(p%8)) != 0; bit != isZero {
+			t.Errorf("page %d: zero bit %v, page is zero: %v", p, bit, isZero)
+		}
+	}
+	// The zeroed page is a hole again in the copy.
+	f, err := os.Open(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if off, err := unix.Seek(int(f.Fd()), 9*pageSize, unix.SEEK_HOLE); err != nil || off != 9*pageSize {
+		t.Errorf("page 9 of the copy: SEEK_HOLE gave %d, %v; want a hole there", off, err)
+	}
 }

@@ -169,8 +169,9 @@ func (v *VM) Resume(ctx context.Context) error { return v.execute(ctx, "cont", n
 
 // Checkpoint freezes the VM into dir: the device state (dir/state, saved
 // with x-ignore-shared: no RAM in it) and a copy of its RAM (dir/mem, zero
-// pages left as holes). The guest is paused for the save and the copy and
-// resumed after (unless it was paused before).
+// pages left as holes). The RAM is copied first while the guest runs; the
+// guest is then paused for the save and for bringing the copy up to date,
+// and resumed after (unless it was paused before).
 func (v *VM) Checkpoint(ctx context.Context, dir string) (_ *clonesvc.Checkpoint, err error) {
 	if !v.l.Share {
 		return nil, fmt.Errorf("kvm: VM %s: %w: a clone's RAM is a private copy-on-write mapping, not a file: checkpointing a clone is not supported yet", v.l.ID, clonesvc.ErrInvalidArgument)
@@ -195,11 +196,20 @@ func (v *VM) Checkpoint(ctx context.Context, dir string) (_ *clonesvc.Checkpoint
 	}
 	size := int64(v.l.MemoryMiB) << 20
 
+	// A running guest's RAM is copied once while it runs; the pause then
+	// only compares and rewrites what changed since (refreezeMemory).
+	precopied := false
+	if wasRunning {
+		if _, _, err := freezeMemory(ctx, v.l.MemPath, memPath, size); err != nil {
+			return nil, fmt.Errorf("kvm: VM %s: %w", v.l.ID, err)
+		}
+		precopied = true
+	}
 	pausedAt := time.Now()
 	if err := v.execute(ctx, "stop", nil, nil); err != nil {
 		return nil, err
 	}
-	zero, fst, err := v.saveFrozen(ctx, statePath, memPath, size)
+	zero, fst, err := v.saveFrozen(ctx, statePath, memPath, size, precopied)
 	if wasRunning {
 		// Resume even if the checkpoint failed.
 		if cerr := v.execute(context.WithoutCancel(ctx), "cont", nil, nil); cerr != nil && err == nil {
@@ -235,8 +245,9 @@ func (v *VM) Checkpoint(ctx context.Context, dir string) (_ *clonesvc.Checkpoint
 }
 
 // saveFrozen saves the paused VM's device state to statePath while it
-// copies its RAM to memPath.
-func (v *VM) saveFrozen(ctx context.Context, statePath, memPath string, size int64) ([]byte, freezeStats, error) {
+// copies its RAM to memPath (or, if precopied, brings the copy there up to
+// date).
+func (v *VM) saveFrozen(ctx context.Context, statePath, memPath string, size int64, precopied bool) ([]byte, freezeStats, error) {
 	type frozen struct {
 		zero []byte
 		st   freezeStats
@@ -247,7 +258,11 @@ func (v *VM) saveFrozen(ctx context.Context, statePath, memPath string, size int
 	fc := make(chan frozen, 1)
 	go func() {
 		var f frozen
-		f.zero, f.st, f.err = freezeMemory(fctx, v.l.MemPath, memPath, size)
+		if precopied {
+			f.zero, f.st, f.err = refreezeMemory(fctx, v.l.MemPath, memPath, size)
+		} else {
+			f.zero, f.st, f.err = freezeMemory(fctx, v.l.MemPath, memPath, size)
+		}
 		fc <- f
 	}()
 	migErr := v.execute(ctx, "migrate", map[string]string{"uri": "exec:cat > " + shellQuote(statePath)}, nil)
