@@ -49,7 +49,10 @@ type Backend[C any] struct {
 }
 
 // Serve serves the backend. It returns when the host stops the plugin.
-func Serve[C any](b Backend[C]) { plugin.Serve(b.Server()) }
+func Serve[C any](b Backend[C]) { b.Serve() }
+
+// Serve serves the backend. It returns when the host stops the plugin.
+func (b Backend[C]) Serve() { plugin.Serve(b.Server()) }
 
 // Server returns the plugin protocol server for the backend (Serve uses
 // it; tests can drive it directly).
