@@ -131,7 +131,9 @@ func newWith(ctx context.Context, cfg Config, api transport, opts ...Option) (*A
 }
 
 // Info names the backend.
-func (a *Allocator) Info() allocator.Info { return allocator.Info{Name: Name, Description: Description} }
+func (a *Allocator) Info() allocator.Info {
+	return allocator.Info{Name: Name, Description: Description}
+}
 
 // Close stops following notifications; allocations stay with EGO for the
 // client's time-to-live.
