@@ -18,8 +18,8 @@ all: build
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/... $(CONTRIB_BINS)
 
-# Binaries built from contrib/: the example allocator plugin and the EGO simulator.
-CONTRIB_BINS := ./contrib/sfalloc-plugin-example ./contrib/egosim
+# Binaries built from contrib/: the example allocator plugin (hostfile) and the EGO simulator.
+CONTRIB_BINS := ./contrib/sfalloc-plugin-hostfile ./contrib/egosim
 
 ## proto: regenerate the plugin protocol's Go code (needs protoc: apt-get install protobuf-compiler)
 PROTOC_GEN_GO_VERSION := v1.36.12

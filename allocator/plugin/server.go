@@ -160,7 +160,17 @@ func (s *Server) Request(ctx context.Context, r *pb.RequestRequest) (*pb.Allocat
 			return nil, ToStatus(fmt.Errorf("journalling grant %s: %v: %w", a.ID, err, allocator.ErrBackendDown))
 		}
 	}
-	return allocationToPB(a), nil
+	return s.out(a), nil
+}
+
+// out converts an allocation for the host. Its backend is the plugin's
+// name, whatever backend the plugin delegates to.
+func (s *Server) out(a *allocator.Allocation) *pb.Allocation {
+	p := allocationToPB(a)
+	if p != nil {
+		p.Backend = s.info.Name
+	}
+	return p
 }
 
 // Abandon stops the request named by the token, waits for it to end and
@@ -200,7 +210,7 @@ func (s *Server) Release(ctx context.Context, r *pb.ReleaseRequest) (*pb.Release
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	return &pb.ReleaseResponse{Remaining: allocationToPB(left)}, nil
+	return &pb.ReleaseResponse{Remaining: s.out(left)}, nil
 }
 
 // Renew extends a lease.
@@ -213,7 +223,7 @@ func (s *Server) Renew(ctx context.Context, r *pb.RenewRequest) (*pb.Allocation,
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	return allocationToPB(a), nil
+	return s.out(a), nil
 }
 
 // Get returns one allocation.
@@ -226,7 +236,7 @@ func (s *Server) Get(ctx context.Context, r *pb.GetRequest) (*pb.Allocation, err
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	return allocationToPB(a), nil
+	return s.out(a), nil
 }
 
 // List returns every allocation.
@@ -241,7 +251,7 @@ func (s *Server) List(ctx context.Context, _ *pb.ListRequest) (*pb.ListResponse,
 	}
 	resp := &pb.ListResponse{}
 	for i := range as {
-		resp.Allocations = append(resp.Allocations, allocationToPB(&as[i]))
+		resp.Allocations = append(resp.Allocations, s.out(&as[i]))
 	}
 	return resp, nil
 }
