@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"go/parser"
 	"go/token"
+	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
@@ -93,7 +94,7 @@ func TestImportBoundaries(t *testing.T) {
 			}
 		}
 		if len(p.CgoFiles) > 0 && !strings.HasPrefix(me, "bindings/c") && !strings.HasPrefix(me, "xenbackend") {
-			t.Errorf("%s uses cgo: only bindings/c (and one build-tagged xenbackend file) may", me)
+			t.Errorf("%s uses cgo: only bindings/c (and build-tagged files of xenbackend and allocator/ego) may", me)
 		}
 		switch p.Name {
 		case "util", "utils", "common", "helpers", "misc":
@@ -120,5 +121,34 @@ func TestUnsafeOnlyInShims(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// cgo outside bindings/c: only allocator/ego's EGO C API transport, and only
+// behind the egocapi build tag, so that the default build needs no EGO SDK.
+func TestEGOCgoBehindBuildTag(t *testing.T) {
+	files, err := filepath.Glob("allocator/ego/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cgo := 0
+	for _, f := range files {
+		if !strings.HasSuffix(f, ".go") && !strings.HasSuffix(f, ".c") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(f, ".c") && !bytes.Contains(src, []byte("\nimport \"C\"")) {
+			continue
+		}
+		cgo++
+		if !bytes.HasPrefix(src, []byte("//go:build egocapi\n")) {
+			t.Errorf("%s uses cgo without the egocapi build tag on its first line", f)
+		}
+	}
+	if cgo == 0 {
+		t.Errorf("no EGO C API transport found in allocator/ego")
 	}
 }

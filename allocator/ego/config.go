@@ -34,8 +34,12 @@ const (
 // PlatformToken (or token file) such as EGO gives the services it starts.
 // Passwords and tokens are never logged nor shown.
 type Config struct {
+	// API is how EGO is reached: "rest" (default) or "capi", EGO's C API
+	// (libvem; only in builds with the egocapi tag and the EGO SDK).
+	API string `mapstructure:"api" json:"api,omitempty"`
 	// URL of EGO's REST service: scheme://host:port, with or without
-	// /platform/rest/ego/v1.
+	// /platform/rest/ego/v1. For the C API, the EGO master's address
+	// (host:port), or empty for the SDK's own configuration (ego.conf).
 	URL          string `mapstructure:"url" json:"url"`
 	User         string `mapstructure:"user" json:"user,omitempty"`
 	Password     string `mapstructure:"password" json:"-"`
@@ -62,12 +66,23 @@ type Config struct {
 
 // Validate checks the configuration without contacting EGO.
 func (c *Config) Validate() error {
+	switch c.API {
+	case "", "rest":
+	case "capi":
+		return c.validateCredentials()
+	default:
+		return fmt.Errorf("api %q: want rest or capi", c.API)
+	}
 	if c.URL == "" {
 		return fmt.Errorf("url is not set: want EGO's REST address, such as https://egomaster:8543")
 	}
 	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("url %q: want http(s)://host[:port]", c.URL)
 	}
+	return c.validateCredentials()
+}
+
+func (c *Config) validateCredentials() error {
 	hasPass := c.Password != "" || c.PasswordFile != ""
 	hasToken := c.Token != "" || c.TokenFile != ""
 	switch {

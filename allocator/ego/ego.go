@@ -92,7 +92,12 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Allocator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ego: %v: %w", err, allocator.ErrInvalidArgument)
 	}
-	api, err := newREST(cfg.URL, cfg.User, password, token)
+	var api transport
+	if cfg.API == "capi" {
+		api, err = newCAPI(cfg.URL, cfg.User, password, token)
+	} else {
+		api, err = newREST(cfg.URL, cfg.User, password, token)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ego: %w", err)
 	}
