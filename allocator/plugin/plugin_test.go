@@ -59,6 +59,8 @@ func servePlugin(mode string) {
 		sdk.Serve(staticBackend(func(a allocator.Allocator) allocator.Allocator { return crashing{a} }))
 	case "slow":
 		sdk.Serve(staticBackend(func(a allocator.Allocator) allocator.Allocator { return slow{a} }))
+	case "hang":
+		sdk.Serve(staticBackend(func(a allocator.Allocator) allocator.Allocator { return hanging{a} }))
 	default:
 		fmt.Fprintln(os.Stderr, "unknown test plugin mode", mode)
 		os.Exit(2)
@@ -80,6 +82,17 @@ func (s slow) Request(ctx context.Context, r allocator.Request) (*allocator.Allo
 	a, err := s.Allocator.Request(ctx, r)
 	time.Sleep(time.Second)
 	return a, err
+}
+
+// hanging never answers Request nor List, whatever the deadline.
+type hanging struct{ allocator.Allocator }
+
+func (hanging) Request(context.Context, allocator.Request) (*allocator.Allocation, error) {
+	select {}
+}
+
+func (hanging) List(context.Context) ([]allocator.Allocation, error) {
+	select {}
 }
 
 // pluginDir makes a plugin directory holding sfalloc-plugin-NAME, a script
@@ -218,6 +231,7 @@ func TestWrongProtocolVersion(t *testing.T) {
 	if !errors.Is(err, allocator.ErrBackendDown) || !strings.Contains(err.Error(), "version") {
 		t.Fatalf("Launch(plugin of version 99) = %v; want ErrBackendDown naming the version", err)
 	}
+	t.Logf("as the user sees it: %v", err)
 }
 
 // held counts the slots held in the pool at stateDir, through a fresh plugin.
@@ -242,6 +256,7 @@ func TestCrashMidRequest(t *testing.T) {
 	if !errors.Is(err, allocator.ErrBackendDown) || !strings.Contains(err.Error(), "exited during Request") {
 		t.Fatalf("Request on a crashing plugin = %v", err)
 	}
+	t.Logf("as the user sees it: %v", err)
 	// The proxy started the plugin again: other calls work.
 	if _, err := a.List(t.Context()); err != nil {
 		t.Errorf("List after the crash: %v", err)
@@ -334,5 +349,39 @@ func TestBadConfigurationNamesTheKey(t *testing.T) {
 	_, err := plugin.Launch(t.Context(), "static", filepath.Join(dir, plugin.BinaryPrefix+"static"), map[string]any{"hostz": 1}, t.TempDir(), plugin.Options{})
 	if !errors.Is(err, allocator.ErrInvalidArgument) || !strings.Contains(err.Error(), "hostz") {
 		t.Errorf("Launch with an unknown key = %v", err)
+	}
+}
+
+func TestHungPluginIsStopped(t *testing.T) {
+	dir := pluginDir(t, "static", "hang")
+	opts := plugin.Options{CallTimeout: 500 * time.Millisecond, AbandonTimeout: 500 * time.Millisecond}
+	state := t.TempDir()
+	a, err := plugin.Launch(t.Context(), "static", filepath.Join(dir, plugin.BinaryPrefix+"static"), pool, state, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	first := pid(t, a)
+	start := time.Now()
+	if _, err := a.List(t.Context()); !errors.Is(err, allocator.ErrBackendDown) || !strings.Contains(err.Error(), "no answer") {
+		t.Errorf("List on a hung plugin = %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("List on a hung plugin took %s", time.Since(start))
+	}
+	// The hung process was stopped (go-plugin reaps it).
+	for start := time.Now(); syscall.Kill(first, 0) == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("hung plugin pid %d still running", first)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := a.Request(ctx, allocator.Request{Min: 1, Max: 1}); !errors.Is(err, allocator.ErrTimeout) {
+		t.Errorf("Request on a hung plugin = %v, want ErrTimeout", err)
+	}
+	// The request the plugin never answered is recorded for release.
+	if ents, _ := os.ReadDir(filepath.Join(state, "static.abandoned")); len(ents) != 1 {
+		t.Errorf("%d abandoned requests recorded, want 1", len(ents))
 	}
 }
