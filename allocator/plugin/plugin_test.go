@@ -375,7 +375,11 @@ func TestHungPluginIsStopped(t *testing.T) {
 			t.Fatalf("hung plugin pid %d still running", first)
 		}
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	// The next call starts the plugin again.
+	if _, err := a.Get(t.Context(), "none"); !errors.Is(err, allocator.ErrUnknownAllocation) {
+		t.Fatalf("Get after the restart = %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
 	if _, err := a.Request(ctx, allocator.Request{Min: 1, Max: 1}); !errors.Is(err, allocator.ErrTimeout) {
 		t.Errorf("Request on a hung plugin = %v, want ErrTimeout", err)
