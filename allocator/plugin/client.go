@@ -324,7 +324,7 @@ func call[T any](c *Client, ctx context.Context, what string, fn func(context.Co
 	}
 	v, err := fn(cctx, api)
 	if err != nil {
-		return zero, c.fault(what, err, own && ctx.Err() == nil && cctx.Err() != nil)
+		return zero, c.fault(what, err, own && ctx.Err() == nil && nearDeadline(cctx))
 	}
 	return v, nil
 }
@@ -349,9 +349,13 @@ func (c *Client) Request(ctx context.Context, req allocator.Request) (*allocator
 	if err == nil {
 		return allocationFromPB(a), nil
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || nearDeadline(ctx) {
 		c.abandon(api, tok)
-		return nil, FromStatus(err)
+		e := FromStatus(err)
+		if !errors.Is(e, allocator.ErrTimeout) && !errors.Is(ctx.Err(), context.Canceled) {
+			e = fmt.Errorf("request: deadline passed: %w", allocator.ErrTimeout)
+		}
+		return nil, e
 	}
 	if c.exited() {
 		c.record(tok)
@@ -364,6 +368,14 @@ func (c *Client) Request(ctx context.Context, req allocator.Request) (*allocator
 		return nil, fmt.Errorf("%s: exited during Request; %s: %w", c.describe(), note, allocator.ErrBackendDown)
 	}
 	return nil, FromStatus(err)
+}
+
+// nearDeadline says whether ctx's deadline is reached or all but reached
+// (the plugin's side, which gets the deadline with the call, may give up a
+// moment before ours).
+func nearDeadline(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) < 100*time.Millisecond
 }
 
 // abandon tells the plugin to drop request tok, or records it.
