@@ -152,3 +152,17 @@ func TestEGOCgoBehindBuildTag(t *testing.T) {
 		t.Errorf("no EGO C API transport found in allocator/ego")
 	}
 }
+
+// SnowFlock's core never links EGO code: the EGO backend reaches sfalloc
+// (and later sfld) only as the plugin process sfalloc-plugin-ego.
+func TestCoreDoesNotLinkEGO(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "./cmd/sfalloc", "./egosf/...", "./allocator/loader").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.HasPrefix(dep, module+"/allocator/ego") {
+			t.Errorf("the core links %s; EGO must stay in its plugin", dep)
+		}
+	}
+}
