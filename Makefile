@@ -10,13 +10,33 @@ GOFLAGS_TEST ?= -race
 BENCHTIME ?= 2000x
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps test lint bench demo fuzz clean help guest proto
+.PHONY: all build deps test lint bench demo fuzz proto clean help guest
 
 all: build
 
-## build: compile every command into bin/
+## build: compile every command, plugin and the EGO simulator into bin/
 build:
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/... $(CONTRIB_BINS)
+
+# Binaries built from contrib/: the example allocator plugin (hostfile) and the EGO simulator.
+CONTRIB_BINS := ./contrib/sfalloc-plugin-hostfile ./contrib/egosim
+
+## proto: regenerate the Go code of the plugin protocol and the sfld API (needs protoc: apt-get install protobuf-compiler)
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+PROTO_BIN := $(CURDIR)/.cache/protoc-bin
+proto:
+	@command -v protoc >/dev/null || { echo "proto: protoc is missing: apt-get install protobuf-compiler"; exit 1; }
+	GOBIN=$(PROTO_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(PROTO_BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(PROTO_BIN):$$PATH protoc -I allocator/plugin/proto \
+	  --go_out=paths=source_relative:allocator/plugin/proto \
+	  --go-grpc_out=paths=source_relative:allocator/plugin/proto \
+	  allocator/plugin/proto/allocator.proto
+	PATH=$(PROTO_BIN):$$PATH protoc -I clonesvc/sfldpb \
+	  --go_out=paths=source_relative:clonesvc/sfldpb \
+	  --go-grpc_out=paths=source_relative:clonesvc/sfldpb \
+	  clonesvc/sfldpb/sfld.proto
 
 ## deps: install the Debian packages and Go modules the project needs (idempotent)
 deps:
@@ -31,11 +51,6 @@ lint:
 ## guest: build the test guest (Debian cloud kernel + busybox initramfs + sfguest) into build/guest (cached)
 guest:
 	@contrib/guest/build
-
-## proto: regenerate the daemon API's Go code from clonesvc/sfldpb/sfld.proto (needs protoc)
-proto:
-	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=module=github.com/snowflock/snowflock \
-	  --go-grpc_out=. --go-grpc_opt=module=github.com/snowflock/snowflock clonesvc/sfldpb/sfld.proto
 
 ## test: install what is needed, lint, then run every test (root, real processes, real QEMU)
 test: deps lint guest
@@ -63,7 +78,7 @@ demo: deps build guest
 	@contrib/demo/run
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) .cache
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## /  make /'

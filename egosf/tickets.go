@@ -11,8 +11,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/snowflock/snowflock/allocator"
 	"github.com/snowflock/snowflock/allocator/builtin"
+	"github.com/snowflock/snowflock/allocator/loader"
 	"github.com/snowflock/snowflock/egosf/config"
 )
 
@@ -51,7 +54,9 @@ func (t *Ticket) Env(hostfile string) []string {
 
 // LoadConfig loads the configuration (see package config for the search
 // order), letting SNOWFLOCK_* variables override every built-in backend's
-// keys, and checks the selected backend's section.
+// keys (a plugin applies those of its own keys itself), and checks that
+// every section names a backend, built in or a plugin on the plugin path,
+// and the selected backend's section when it is built in.
 func LoadConfig(o config.Options) (*config.Config, error) {
 	o.EnvKeys = append(o.EnvKeys, builtin.EnvKeys()...)
 	cfg, err := config.Load(o)
@@ -59,20 +64,26 @@ func LoadConfig(o config.Options) (*config.Config, error) {
 		return nil, fmt.Errorf("%v: %w", err, allocator.ErrInvalidArgument)
 	}
 	for name := range cfg.Allocator.Sections {
-		if _, ok := builtin.Lookup(name); !ok {
-			return nil, fmt.Errorf("config %s: allocator.%s: no allocator backend of that name (built in: %s): %w",
+		if !loader.Exists(name, cfg.Allocator.PluginPath) {
+			return nil, fmt.Errorf("config %s: allocator.%s: no allocator backend of that name (built in: %s; no plugin on the plugin path): %w",
 				cfg.Source, name, strings.Join(builtin.Names(), ", "), allocator.ErrInvalidArgument)
 		}
 	}
-	if err := builtin.Check(cfg.Allocator.Backend, backendEnv(cfg)); err != nil {
+	if err := loader.Check(cfg.Allocator.Backend, backendEnv(cfg)); err != nil {
 		return nil, fmt.Errorf("config %s: %w", cfg.Source, err)
 	}
 	return cfg, nil
 }
 
-func backendEnv(cfg *config.Config) builtin.Env {
-	return builtin.Env{StateDir: cfg.StateDir, Section: cfg.Allocator.Section(cfg.Allocator.Backend)}
+func backendEnv(cfg *config.Config) loader.Env {
+	return loader.Env{StateDir: cfg.StateDir, Section: cfg.Allocator.Section(cfg.Allocator.Backend), PluginPath: cfg.Allocator.PluginPath}
 }
+
+// Option changes how Open opens the backend.
+type Option func(*loader.Env)
+
+// WithPluginLogger sends the logs of a plugin backend's process to l.
+func WithPluginLogger(l hclog.Logger) Option { return func(e *loader.Env) { e.Logger = l } }
 
 // Client requests and manages tickets through one allocator backend.
 type Client struct {
@@ -80,9 +91,14 @@ type Client struct {
 	alloc allocator.Allocator
 }
 
-// Open opens the allocator backend that cfg selects.
-func Open(ctx context.Context, cfg *config.Config) (*Client, error) {
-	a, err := builtin.Open(ctx, cfg.Allocator.Backend, backendEnv(cfg))
+// Open opens the allocator backend that cfg selects: built in, or a plugin
+// process.
+func Open(ctx context.Context, cfg *config.Config, opts ...Option) (*Client, error) {
+	env := backendEnv(cfg)
+	for _, o := range opts {
+		o(&env)
+	}
+	a, err := loader.Open(ctx, cfg.Allocator.Backend, env)
 	if err != nil {
 		return nil, err
 	}

@@ -1,39 +1,42 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/snowflock/snowflock/allocator/builtin"
+	"github.com/snowflock/snowflock/allocator/loader"
 )
 
 // backendRow is one line of `sfalloc backends`.
 type backendRow struct {
-	Name        string `json:"name"`
-	Kind        string `json:"kind"`
-	Selected    bool   `json:"selected"`
-	Description string `json:"description"`
+	loader.Entry
+	Selected bool `json:"selected"`
 }
 
 func newBackendsCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "backends [--json]",
-		Short: "List the allocator backends and which one the configuration selects",
+		Short: "List the allocator backends (built in, and plugins on the plugin path) and which one the configuration selects",
 		Args:  nArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			selected := ""
+			env := loader.Env{Logger: g.pluginLogger()}
 			if cfg, err := g.loadConfig(); err == nil {
 				selected = cfg.Allocator.Backend
+				env.PluginPath = cfg.Allocator.PluginPath
 			} else {
 				g.Log.Warn().Err(err).Msg("configuration not loaded; no backend marked selected")
 			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
 			var rows []backendRow
-			for _, name := range builtin.Names() {
-				b, _ := builtin.Lookup(name)
-				rows = append(rows, backendRow{Name: name, Kind: "built-in", Selected: name == selected, Description: b.Info.Description})
+			for _, e := range loader.List(ctx, env) {
+				rows = append(rows, backendRow{Entry: e, Selected: e.Name == selected && e.Error == ""})
 			}
 			if asJSON {
 				return writeJSON(g.stdout, rows)
@@ -45,7 +48,14 @@ func newBackendsCmd(g *globals) *cobra.Command {
 				if r.Selected {
 					sel = "*"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.Name, r.Kind, sel, r.Description)
+				desc := r.Description
+				if r.Kind == "plugin" {
+					desc = fmt.Sprintf("%s [%s %s]", desc, r.Path, r.Version)
+				}
+				if r.Error != "" {
+					desc = "UNUSABLE: " + r.Error + " [" + r.Path + "]"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.Name, r.Kind, sel, desc)
 			}
 			return w.Flush()
 		},

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
 	"github.com/snowflock/snowflock/allocator"
@@ -115,7 +116,18 @@ func (g *globals) open(ctx context.Context) (*egosf.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return egosf.Open(ctx, cfg)
+	return egosf.Open(ctx, cfg, egosf.WithPluginLogger(g.pluginLogger()))
+}
+
+// pluginLogger passes the logs of plugin processes (go-plugin's hclog) to
+// stderr at sfalloc's log level and format.
+func (g *globals) pluginLogger() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "sfalloc.plugin",
+		Output:     g.stderr,
+		Level:      hclog.LevelFromString(g.Level),
+		JSONFormat: g.Format == "json",
+	})
 }
 
 // writeJSONLine writes v as one line of JSON (streams).

@@ -49,8 +49,12 @@ type Config struct {
 // Allocator selects the allocator backend and holds every backend's section,
 // undecoded: each backend decodes and checks its own (allocator/builtin).
 type Allocator struct {
-	Backend  string         `mapstructure:"backend" json:"backend"`
-	Sections map[string]any `mapstructure:",remain" json:"sections,omitempty"`
+	Backend string `mapstructure:"backend" json:"backend"`
+	// PluginPath lists the directories searched for allocator plugin
+	// binaries (sfalloc-plugin-NAME); empty means the default
+	// (allocator/loader.DefaultPluginPath).
+	PluginPath []string       `mapstructure:"plugin_path" json:"plugin_path,omitempty"`
+	Sections   map[string]any `mapstructure:",remain" json:"sections,omitempty"`
 }
 
 // Section returns the configuration section of backend name (nil if absent).
@@ -65,7 +69,8 @@ type Options struct {
 	File string
 	// SystemFile overrides SystemFile (tests).
 	SystemFile string
-	// EnvKeys are the dotted keys, besides state_dir and allocator.backend,
+	// EnvKeys are the dotted keys, besides state_dir, allocator.backend and
+	// allocator.plugin_path,
 	// that SNOWFLOCK_* variables may set (allocator.static.placement is
 	// SNOWFLOCK_ALLOCATOR_STATIC_PLACEMENT).
 	EnvKeys []string
@@ -142,7 +147,7 @@ func Parse(data []byte, source string, o Options) (cfg *Config, err error) {
 	v.SetDefault("allocator.backend", "static")
 	v.SetEnvPrefix("SNOWFLOCK")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	for _, k := range append([]string{"state_dir", "allocator.backend"}, o.EnvKeys...) {
+	for _, k := range append([]string{"state_dir", "allocator.backend", "allocator.plugin_path"}, o.EnvKeys...) {
 		if err := v.BindEnv(k); err != nil {
 			return nil, fmt.Errorf("config: binding %s: %w", k, err)
 		}
