@@ -10,7 +10,7 @@ GOFLAGS_TEST ?= -race
 BENCHTIME ?= 2000x
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps test lint bench demo fuzz clean help
+.PHONY: all build deps test lint bench demo fuzz clean help slurm-up slurm-down
 
 all: build
 
@@ -48,6 +48,15 @@ fuzz:
 ## demo: the main job on the embedded default configuration
 demo: deps build
 	@contrib/demo/run
+
+## slurm-up: start a real Slurm test cluster here (root; see contrib/testbed/slurm/testbed)
+SLURM_NODES ?= 4
+slurm-up: build
+	@contrib/testbed/slurm/testbed up --nodes $(SLURM_NODES) --rest --system-conf
+
+## slurm-down: stop the Slurm test cluster, leaving nothing behind
+slurm-down:
+	@contrib/testbed/slurm/testbed down
 
 clean:
 	rm -rf $(BIN)
