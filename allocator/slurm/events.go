@@ -121,7 +121,8 @@ func (a *Allocator) ended(ctx context.Context, known map[int]*tracked) []allocat
 	var evs []allocator.Event
 	for id, k := range known {
 		js, listed := state[id]
-		if listed && running[js.State] {
+		if listed && (running[js.State] || js.State == "COMPLETING") {
+			// Still running, or ending: wait for the state it ends in.
 			continue
 		}
 		delete(known, id)

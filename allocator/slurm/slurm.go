@@ -139,7 +139,7 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 		if req.Min > capacity {
 			return nil, fmt.Errorf("slurm allocator: %d slots asked but partition %s has %d CPUs on nodes in service: %w", req.Min, pname, capacity, allocator.ErrNoneAvailable)
 		}
-		if free < req.Min || attempt == 3 {
+		if free < req.Min || attempt == maxAttempts {
 			if req.Immediate {
 				return nil, fmt.Errorf("slurm allocator: %d slots asked, %d idle in partition %s: %w", req.Min, free, pname, allocator.ErrNoneAvailable)
 			}
@@ -162,6 +162,10 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 	}
 	return a.granted(ctx, id, spec)
 }
+
+// maxAttempts bounds the immediate tries of a request whose idle CPUs other
+// requests keep taking first.
+const maxAttempts = 10
 
 // slotsOf counts the CPUs of nodes in service and those idle (whole idle
 // nodes only, for exclusive requests).

@@ -18,7 +18,7 @@ import (
 	"github.com/snowflock/snowflock/allocator/allocatortest"
 )
 
-func modes() []string { return []string{ModeCLI} }
+func modes() []string { return []string{ModeCLI, ModeREST} }
 
 func TestConformance(t *testing.T) {
 	for _, mode := range modes() {
@@ -142,9 +142,11 @@ func TestDeadlineCancelsPendingJob(t *testing.T) {
 }
 
 // TestKilledRequesterLeavesNothingPending kills a waiting requester with
-// SIGKILL, which it cannot catch: its pending job must still go.
+// SIGKILL, which it cannot catch: its pending job must still go. (Command
+// mode only: salloc, the requester's child, withdraws the job when its
+// parent dies; slurmrestd has no such tie, see rest.go.)
 func TestKilledRequesterLeavesNothingPending(t *testing.T) {
-	for _, mode := range modes() {
+	for _, mode := range []string{ModeCLI} {
 		t.Run(mode, func(t *testing.T) {
 			a := newTestAllocator(t, mode)
 			if _, err := a.Request(tctx(t), allocator.Request{Min: testCapacity, Max: testCapacity, Immediate: true}); err != nil {
@@ -221,12 +223,30 @@ func TestReleaseShrinksTheJob(t *testing.T) {
 			if left == nil || left.Granted != testCapacity-testCPUs || slices.ContainsFunc(left.Slots, func(s allocator.Slot) bool { return s.Host == gone }) {
 				t.Fatalf("after releasing %s: %+v", gone, left)
 			}
-			j := jobOf(t, al)
-			if len(j.Hosts) != testNodes-1 || slices.ContainsFunc(j.Hosts, func(h hostCPUs) bool { return h.Host == gone }) {
-				t.Errorf("Slurm's job after the release: %+v, want it without %s", j.Hosts, gone)
+			// Slurm's view: no running job of ours keeps the node. The
+			// commands shrink the job in place; slurmrestd v0.0.38 cannot,
+			// so there the nodes that stay are allocated anew.
+			held := 0
+			for _, js := range ourJobs(t) {
+				if js.State != "RUNNING" {
+					continue
+				}
+				j, err := parseScontrolJob([]byte(slurmCmd(t, "scontrol", "show", "job", "-d", "-o", strconv.Itoa(js.ID))), time.Local)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, h := range j.Hosts {
+					held += h.CPUs
+					if h.Host == gone {
+						t.Errorf("job %d still holds %s after its release", j.ID, gone)
+					}
+				}
+				if mode == ModeCLI && js.ID != mustID(t, al.ID) {
+					t.Errorf("job %d runs after releasing a node; want job %s shrunk in place", js.ID, al.ID)
+				}
 			}
-			if n := len(ourJobs(t)); n != 1 {
-				t.Errorf("%d jobs after releasing a node, want 1", n)
+			if held != testCapacity-testCPUs {
+				t.Errorf("our jobs hold %d CPUs after releasing a node, want %d", held, testCapacity-testCPUs)
 			}
 			// One slot of a node: the node is re-allocated with the other.
 			part := left.Slots[0].Host
@@ -253,7 +273,7 @@ func TestReleaseShrinksTheJob(t *testing.T) {
 				t.Fatalf("Release(all) = %+v, %v", left, err)
 			}
 			for _, j := range ourJobs(t) {
-				if owner(j) != mustID(t, other.ID) {
+				if running[j.State] && owner(j) != mustID(t, other.ID) {
 					t.Errorf("job %d (%s) of the released allocation still queued", j.ID, j.State)
 				}
 			}
