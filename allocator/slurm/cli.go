@@ -170,7 +170,7 @@ func (c *cli) queue(ctx context.Context, all bool) ([]jobSummary, error) {
 	if err != nil {
 		return nil, err
 	}
-	jobs, err := parseSqueue(out)
+	jobs, err := parseSqueue(out, time.Local)
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, allocator.ErrBackendDown)
 	}

@@ -73,7 +73,6 @@ func (a *Allocator) track(ctx context.Context, known map[int]*tracked) error {
 	if err != nil {
 		return err
 	}
-	var addrs map[string]string
 	for _, js := range q {
 		if !running[js.State] || !strings.HasPrefix(js.Comment, commentPrefix) {
 			continue
@@ -88,10 +87,13 @@ func (a *Allocator) track(ctx context.Context, known map[int]*tracked) error {
 		if j == nil || !running[j.State] {
 			continue
 		}
-		if addrs == nil {
-			if addrs, err = a.addresses(ctx); err != nil {
-				return err
-			}
+		var hosts []string
+		for _, h := range j.Hosts {
+			hosts = append(hosts, h.Host)
+		}
+		addrs, err := a.addresses(ctx, hosts)
+		if err != nil {
+			return err
 		}
 		slots := jobSlots(j)
 		for i := range slots {
@@ -126,7 +128,7 @@ func (a *Allocator) ended(ctx context.Context, known map[int]*tracked) []allocat
 			continue
 		}
 		delete(known, id)
-		if a.released.has(k.job) {
+		if a.released.has(jobKey{k.job.ID, k.job.Start}) {
 			continue
 		}
 		why := "no longer in Slurm's queue"

@@ -81,12 +81,12 @@ func TestParseSinfoAndSqueue(t *testing.T) {
 	if in, _ := inPartition(nodes, "small"); len(in) != 1 || in[0].Addr != "10.0.0.1" {
 		t.Errorf("partition small: %+v", in)
 	}
-	jobs, err := parseSqueue([]byte("12|RUNNING|n[1-2]|snowflock:abc|with|bars\n13_2|PENDING||x\n"))
-	if err != nil || len(jobs) != 1 || jobs[0].Comment != "snowflock:abc|with|bars" || jobs[0].NodeList != "n[1-2]" {
+	jobs, err := parseSqueue([]byte("12|RUNNING|n[1-2]|2026-11-23T07:22:55|snowflock:abc|with|bars\n13_2|PENDING||N/A|x\n"), time.UTC)
+	if err != nil || len(jobs) != 1 || jobs[0].Comment != "snowflock:abc|with|bars" || jobs[0].NodeList != "n[1-2]" || jobs[0].Start.Hour() != 7 {
 		t.Errorf("parseSqueue = %+v, %v", jobs, err)
 	}
-	for _, bad := range []string{"x|RUNNING||", "1|RUNNING"} {
-		if _, err := parseSqueue([]byte(bad)); err == nil {
+	for _, bad := range []string{"x|RUNNING|||", "1|RUNNING", "1|RUNNING|n1|soon|"} {
+		if _, err := parseSqueue([]byte(bad), time.UTC); err == nil {
 			t.Errorf("parseSqueue(%q) succeeded", bad)
 		}
 	}
@@ -150,9 +150,9 @@ func FuzzParseSinfo(f *testing.F) {
 }
 
 func FuzzParseSqueue(f *testing.F) {
-	f.Add("12|RUNNING|n[1-2]|snowflock:abc\n13|PENDING||")
+	f.Add("12|RUNNING|n[1-2]|2026-11-23T07:22:55|snowflock:abc\n13|PENDING||N/A|")
 	f.Fuzz(func(t *testing.T, s string) {
-		jobs, err := parseSqueue([]byte(s))
+		jobs, err := parseSqueue([]byte(s), time.UTC)
 		if err != nil {
 			return
 		}
@@ -170,6 +170,72 @@ func FuzzParseSalloc(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		if r := parseSalloc([]byte(s)); r.Granted < 0 || r.Pending < 0 {
 			t.Errorf("negative job IDs %+v from %q", r, s)
+		}
+	})
+}
+
+// restJobReply is a job/{id} reply of slurmrestd 22.05 (trimmed).
+const restJobReply = `{"meta":{},"errors":[],"jobs":[{"job_id":8,"name":"r8","user_name":"root","job_state":"RUNNING",
+"state_reason":"None","partition":"debug","comment":"snowflock:y","nodes":"sfnode[1-2]","tasks":3,
+"start_time":1795419900,"end_time":1795420200,"time_limit":5,
+"job_resources":{"nodes":"sfnode[1-2]","allocated_nodes":[
+{"sockets":{"0":{"cores":{"0":"allocated","1":"allocated"}}},"nodename":"sfnode1"},
+{"sockets":{"0":{"cores":{"0":"allocated","1":"unallocated"}}},"nodename":"sfnode2"}]}}]}`
+
+func TestParseRESTJob(t *testing.T) {
+	r, msg, err := parseREST([]byte(restJobReply))
+	if err != nil || msg != "" || len(r.Jobs) != 1 {
+		t.Fatalf("parseREST = %+v, %q, %v", r, msg, err)
+	}
+	j, err := restJobInfo(r.Jobs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.ID != 8 || j.TimeLimit != 5*time.Minute || j.End.Sub(j.Start) != 5*time.Minute ||
+		!slices.Equal(j.Hosts, []hostCPUs{{"sfnode1", 2}, {"sfnode2", 1}}) {
+		t.Errorf("restJobInfo = %+v", j)
+	}
+	_, msg, err = parseREST([]byte(`{"errors":[{"error":"Invalid job id specified","description":"Unable to find JobId=9","error_number":2017}],"jobs":[]}`))
+	if err != nil || !strings.Contains(msg, "Invalid job id") {
+		t.Errorf("error reply: %q, %v", msg, err)
+	}
+	for _, bad := range []string{"", "{", `{"jobs":[{"job_id":"x"}]}`, `{"errors":7}`} {
+		if _, _, err := parseREST([]byte(bad)); err == nil {
+			t.Errorf("parseREST(%q) succeeded", bad)
+		}
+	}
+	nodes, err := restNodes([]restNode{{Name: "n1", Address: "10.0.0.1", CPUs: 2, IdleCPUs: 1, State: "mixed", Partitions: []string{"debug"}},
+		{Name: "n2", CPUs: 2, IdleCPUs: 2, State: "idle", StateFlags: []string{"DRAIN"}, Partitions: []string{"debug"}}},
+		[]restPartition{{Name: "debug", Flags: []string{"default"}}})
+	if err != nil || len(nodes) != 2 || !nodes[0].Default || !nodes[0].Usable || nodes[1].Usable || nodes[1].Idle != 0 {
+		t.Errorf("restNodes = %+v, %v", nodes, err)
+	}
+}
+
+func FuzzParseREST(f *testing.F) {
+	f.Add(restJobReply)
+	f.Add(`{"nodes":[{"name":"n1","cpus":2,"idle_cpus":2,"state":"idle","partitions":["debug"]}],"partitions":[{"name":"debug","flags":["default"]}]}`)
+	f.Add(`{"job_id":5,"errors":[]}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		r, _, err := parseREST([]byte(s))
+		if err != nil {
+			return
+		}
+		for _, j := range r.Jobs {
+			if info, err := restJobInfo(j); err == nil {
+				for _, sl := range jobSlots(info) {
+					if sl.Count <= 0 {
+						t.Errorf("slot %+v from %q", sl, s)
+					}
+				}
+			}
+		}
+		if nodes, err := restNodes(r.Nodes, r.Partitions); err == nil {
+			for _, n := range nodes {
+				if n.Idle < 0 || n.Idle > n.CPUs {
+					t.Errorf("node %+v from %q", n, s)
+				}
+			}
 		}
 	})
 }

@@ -16,7 +16,7 @@ func (a *Allocator) Hosts(ctx context.Context) ([]allocator.HostUsage, error) {
 	if err := ctxErr(ctx); err != nil {
 		return nil, fmt.Errorf("slurm allocator: %w", err)
 	}
-	nodes, err := a.s.nodes(ctx)
+	nodes, err := a.nodes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("slurm allocator: %w", err)
 	}

@@ -203,23 +203,24 @@ type jobSummary struct {
 	ID       int
 	State    string
 	NodeList string
+	Start    time.Time
 	Comment  string
 }
 
 // squeueFormat is the format parseSqueue reads; the comment comes last
 // because it may contain anything.
-const squeueFormat = "%i|%T|%N|%k"
+const squeueFormat = "%i|%T|%N|%S|%k"
 
-// parseSqueue reads `squeue -h -o '%i|%T|%N|%k'`.
-func parseSqueue(out []byte) ([]jobSummary, error) {
+// parseSqueue reads `squeue -h -o '%i|%T|%N|%S|%k'`.
+func parseSqueue(out []byte, loc *time.Location) ([]jobSummary, error) {
 	var jobs []jobSummary
 	for line := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
 		if line == "" {
 			continue
 		}
-		f := strings.SplitN(line, "|", 4)
-		if len(f) != 4 {
-			return nil, fmt.Errorf("squeue line %q: want 4 fields", line)
+		f := strings.SplitN(line, "|", 5)
+		if len(f) != 5 {
+			return nil, fmt.Errorf("squeue line %q: want 5 fields", line)
 		}
 		id, err := strconv.Atoi(f[0])
 		if err != nil || id <= 0 {
@@ -229,7 +230,11 @@ func parseSqueue(out []byte) ([]jobSummary, error) {
 			}
 			return nil, fmt.Errorf("squeue line %q: bad job ID", line)
 		}
-		jobs = append(jobs, jobSummary{ID: id, State: f[1], NodeList: f[2], Comment: f[3]})
+		start, err := parseTime(f[3], loc)
+		if err != nil {
+			return nil, fmt.Errorf("squeue line %q: start: %w", line, err)
+		}
+		jobs = append(jobs, jobSummary{ID: id, State: f[1], NodeList: f[2], Start: start, Comment: f[4]})
 	}
 	return jobs, nil
 }

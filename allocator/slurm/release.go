@@ -24,6 +24,9 @@ const reallocateWait = 15 * time.Second
 // allocation; if another job takes them in between, the release fails with
 // ErrNoneAvailable naming what was lost.
 func (a *Allocator) Release(ctx context.Context, id string, slots []allocator.Slot) (*allocator.Allocation, error) {
+	if len(slots) == 0 {
+		return nil, a.releaseAll(ctx, id)
+	}
 	n, al, jobs, err := a.load(ctx, id)
 	if err != nil {
 		return nil, err
@@ -80,11 +83,12 @@ func (a *Allocator) Release(ctx context.Context, id string, slots []allocator.Sl
 			}
 		}
 	}
-	a.released.mark(cancel...)
+	keys := make([]jobKey, len(cancel))
 	ids := make([]int, len(cancel))
 	for i, j := range cancel {
-		ids[i] = j.ID
+		keys[i], ids[i] = jobKey{j.ID, j.Start}, j.ID
 	}
+	a.released.mark(keys...)
 	if err := a.s.cancel(ctx, ids...); err != nil {
 		return nil, fmt.Errorf("slurm allocator: release from %s: %w", id, err)
 	}
@@ -208,4 +212,33 @@ func (a *Allocator) load(ctx context.Context, id string) (int, *allocator.Alloca
 		return 0, nil, nil, fmt.Errorf("slurm allocator: %w", err)
 	}
 	return n, al, jobs, nil
+}
+
+// releaseAll cancels every job of allocation id: the queue names them, no
+// job needs describing.
+func (a *Allocator) releaseAll(ctx context.Context, id string) error {
+	n, err := parseID(id)
+	if err != nil {
+		return err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return fmt.Errorf("slurm allocator: %w", err)
+	}
+	q, err := a.s.queue(ctx, false)
+	if err != nil {
+		return fmt.Errorf("slurm allocator: %w", err)
+	}
+	var keys []jobKey
+	var ids []int
+	for _, j := range members(q, n) {
+		keys, ids = append(keys, jobKey{j.ID, j.Start}), append(ids, j.ID)
+	}
+	if len(ids) == 0 {
+		return fmt.Errorf("slurm allocator: no allocation %s (no running job of ours): %w", id, allocator.ErrUnknownAllocation)
+	}
+	a.released.mark(keys...)
+	if err := a.s.cancel(ctx, ids...); err != nil {
+		return fmt.Errorf("slurm allocator: release of %s: %w", id, err)
+	}
+	return nil
 }

@@ -146,7 +146,7 @@ func restJobInfo(j restJob) (*jobInfo, error) {
 			cpus := 0
 			for _, s := range n.Sockets {
 				for _, state := range s.Cores {
-					if strings.Contains(state, "allocated") {
+					if strings.HasPrefix(state, "allocated") {
 						cpus++
 					}
 				}
@@ -159,5 +159,9 @@ func restJobInfo(j restJob) (*jobInfo, error) {
 
 // restSummary is a job as squeue would list it.
 func restSummary(j restJob) jobSummary {
-	return jobSummary{ID: j.JobID, State: j.JobState, NodeList: j.Nodes, Comment: j.Comment}
+	s := jobSummary{ID: j.JobID, State: j.JobState, NodeList: j.Nodes, Comment: j.Comment}
+	if j.StartTime > 0 {
+		s.Start = time.Unix(j.StartTime, 0)
+	}
+	return s
 }

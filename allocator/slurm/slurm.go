@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/snowflock/snowflock/allocator"
@@ -43,6 +44,9 @@ type Allocator struct {
 	user     string
 	poll     time.Duration
 	released *releasedLog
+
+	mu    sync.Mutex
+	addrs map[string]string // node name → address, from the last node listing
 }
 
 var _ allocator.Allocator = (*Allocator)(nil)
@@ -124,7 +128,7 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 		spec.TimeLimit = a.cfg.TimeLimit
 	}
 	for attempt := 0; ; attempt++ {
-		nodes, err := a.s.nodes(ctx)
+		nodes, err := a.nodes(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("slurm allocator: %w", err)
 		}
@@ -187,7 +191,8 @@ func slotsOf(nodes []nodeInfo, exclusive bool) (capacity, free int) {
 func (a *Allocator) granted(ctx context.Context, id int, spec jobSpec) (*allocator.Allocation, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	al, err := a.get(ctx, id)
+	// A fresh grant is one job: no need to look for others in the queue.
+	al, _, err := a.describe(ctx, id, []jobSummary{{ID: id}})
 	if err != nil {
 		_ = a.s.cancel(ctx, id)
 		return nil, fmt.Errorf("slurm allocator: job %d granted but unreadable, cancelled: %w", id, err)
@@ -227,17 +232,14 @@ func parseID(id string) (int, error) {
 }
 
 // members returns the running jobs of allocation n in queue.
-func members(queue []jobSummary, n int) []int {
-	var ids []int
+func members(queue []jobSummary, n int) []jobSummary {
+	var jobs []jobSummary
 	for _, j := range queue {
-		if !running[j.State] || !strings.HasPrefix(j.Comment, commentPrefix) {
-			continue
-		}
-		if owner(j) == n {
-			ids = append(ids, j.ID)
+		if running[j.State] && strings.HasPrefix(j.Comment, commentPrefix) && owner(j) == n {
+			jobs = append(jobs, j)
 		}
 	}
-	return ids
+	return jobs
 }
 
 // owner is the allocation a job of ours belongs to.
@@ -262,10 +264,10 @@ func (a *Allocator) get(ctx context.Context, n int) (*allocator.Allocation, erro
 }
 
 // describe builds allocation n from its jobs.
-func (a *Allocator) describe(ctx context.Context, n int, ids []int) (*allocator.Allocation, []*jobInfo, error) {
+func (a *Allocator) describe(ctx context.Context, n int, of []jobSummary) (*allocator.Allocation, []*jobInfo, error) {
 	var jobs []*jobInfo
-	for _, id := range ids {
-		j, err := a.s.job(ctx, id)
+	for _, js := range of {
+		j, err := a.s.job(ctx, js.ID)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -276,7 +278,13 @@ func (a *Allocator) describe(ctx context.Context, n int, ids []int) (*allocator.
 	if len(jobs) == 0 {
 		return nil, nil, fmt.Errorf("no allocation %s%d (no running job of ours): %w", idPrefix, n, allocator.ErrUnknownAllocation)
 	}
-	addrs, err := a.addresses(ctx)
+	var hosts []string
+	for _, j := range jobs {
+		for _, h := range j.Hosts {
+			hosts = append(hosts, h.Host)
+		}
+	}
+	addrs, err := a.addresses(ctx, hosts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -337,15 +345,37 @@ func addSlot(slots []allocator.Slot, s allocator.Slot) []allocator.Slot {
 	return append(slots, s)
 }
 
-// addresses maps node names to their addresses (NodeAddr).
-func (a *Allocator) addresses(ctx context.Context) (map[string]string, error) {
+// nodes lists the cluster's nodes, remembering their addresses.
+func (a *Allocator) nodes(ctx context.Context) ([]nodeInfo, error) {
 	nodes, err := a.s.nodes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	m := make(map[string]string, len(nodes))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.addrs = make(map[string]string, len(nodes))
 	for _, n := range nodes {
-		m[n.Name] = n.Addr
+		a.addrs[n.Name] = n.Addr
+	}
+	return nodes, nil
+}
+
+// addresses maps node names to their addresses (NodeAddr), asking Slurm
+// only when one of hosts is not known yet.
+func (a *Allocator) addresses(ctx context.Context, hosts []string) (map[string]string, error) {
+	a.mu.Lock()
+	m := a.addrs
+	a.mu.Unlock()
+	for _, h := range hosts {
+		if _, ok := m[h]; !ok {
+			if _, err := a.nodes(ctx); err != nil {
+				return nil, err
+			}
+			a.mu.Lock()
+			m = a.addrs
+			a.mu.Unlock()
+			break
+		}
 	}
 	return m, nil
 }

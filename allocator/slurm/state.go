@@ -30,17 +30,21 @@ func newReleasedLog(stateDir string) *releasedLog {
 	return l
 }
 
-func releasedKey(j *jobInfo) string {
-	return fmt.Sprintf("%d-%d", j.ID, j.Start.Unix())
+// jobKey names a job across clusters: its ID and start time.
+type jobKey struct {
+	ID    int
+	Start time.Time
 }
+
+func (k jobKey) String() string { return fmt.Sprintf("%d-%d", k.ID, k.Start.Unix()) }
 
 // mark records jobs as cancelled by us. Failing to write the record only
 // costs a spurious reclaim event, so errors are ignored.
-func (l *releasedLog) mark(jobs ...*jobInfo) {
+func (l *releasedLog) mark(jobs ...jobKey) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, j := range jobs {
-		l.mem[releasedKey(j)] = true
+		l.mem[j.String()] = true
 	}
 	if l.dir == "" || len(jobs) == 0 {
 		return
@@ -49,7 +53,7 @@ func (l *releasedLog) mark(jobs ...*jobInfo) {
 		return
 	}
 	for _, j := range jobs {
-		_ = os.WriteFile(filepath.Join(l.dir, releasedKey(j)), nil, 0o600)
+		_ = os.WriteFile(filepath.Join(l.dir, j.String()), nil, 0o600)
 	}
 	entries, _ := os.ReadDir(l.dir)
 	for _, e := range entries {
@@ -60,15 +64,15 @@ func (l *releasedLog) mark(jobs ...*jobInfo) {
 }
 
 // has says whether job j was cancelled by us.
-func (l *releasedLog) has(j *jobInfo) bool {
+func (l *releasedLog) has(j jobKey) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mem[releasedKey(j)] {
+	if l.mem[j.String()] {
 		return true
 	}
 	if l.dir == "" {
 		return false
 	}
-	_, err := os.Stat(filepath.Join(l.dir, releasedKey(j)))
+	_, err := os.Stat(filepath.Join(l.dir, j.String()))
 	return err == nil
 }

@@ -128,7 +128,7 @@ func slurmCmdErr(name string, args ...string) (string, error) {
 // every job there is ours.
 func ourJobs(t testing.TB) []jobSummary {
 	t.Helper()
-	jobs, err := parseSqueue([]byte(slurmCmd(t, "squeue", "-h", "-o", squeueFormat)))
+	jobs, err := parseSqueue([]byte(slurmCmd(t, "squeue", "-h", "-o", squeueFormat)), time.Local)
 	if err != nil {
 		t.Fatal(err)
 	}
