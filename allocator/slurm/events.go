@@ -87,19 +87,9 @@ func (a *Allocator) track(ctx context.Context, known map[int]*tracked) error {
 		if j == nil || !running[j.State] {
 			continue
 		}
-		var hosts []string
-		for _, h := range j.Hosts {
-			hosts = append(hosts, h.Host)
-		}
-		addrs, err := a.addresses(ctx, hosts)
+		slots, err := a.slots(ctx, j)
 		if err != nil {
 			return err
-		}
-		slots := jobSlots(j)
-		for i := range slots {
-			if slots[i].Address = addrs[slots[i].Host]; slots[i].Address == "" {
-				slots[i].Address = slots[i].Host
-			}
 		}
 		known[js.ID] = &tracked{job: j, alloc: owner(js), nodeList: js.NodeList, slots: slots}
 	}

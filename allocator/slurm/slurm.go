@@ -278,23 +278,13 @@ func (a *Allocator) describe(ctx context.Context, n int, of []jobSummary) (*allo
 	if len(jobs) == 0 {
 		return nil, nil, fmt.Errorf("no allocation %s%d (no running job of ours): %w", idPrefix, n, allocator.ErrUnknownAllocation)
 	}
-	var hosts []string
-	for _, j := range jobs {
-		for _, h := range j.Hosts {
-			hosts = append(hosts, h.Host)
-		}
-	}
-	addrs, err := a.addresses(ctx, hosts)
-	if err != nil {
-		return nil, nil, err
-	}
 	al := &allocator.Allocation{ID: fmt.Sprintf("%s%d", idPrefix, n), Backend: Name, Name: jobs[0].Name, Consumer: jobs[0].Partition}
 	for _, j := range jobs {
-		for _, s := range jobSlots(j) {
-			s.Address = addrs[s.Host]
-			if s.Address == "" {
-				s.Address = s.Host
-			}
+		slots, err := a.slots(ctx, j)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, s := range slots {
 			al.Slots = addSlot(al.Slots, s)
 		}
 		if al.Created.IsZero() || (!j.Start.IsZero() && j.Start.Before(al.Created)) {
@@ -360,14 +350,29 @@ func (a *Allocator) nodes(ctx context.Context) ([]nodeInfo, error) {
 	return nodes, nil
 }
 
+// slots is job j's slots with their hosts' addresses.
+func (a *Allocator) slots(ctx context.Context, j *jobInfo) ([]allocator.Slot, error) {
+	slots := jobSlots(j)
+	addrs, err := a.addresses(ctx, slots)
+	if err != nil {
+		return nil, err
+	}
+	for i := range slots {
+		if slots[i].Address = addrs[slots[i].Host]; slots[i].Address == "" {
+			slots[i].Address = slots[i].Host
+		}
+	}
+	return slots, nil
+}
+
 // addresses maps node names to their addresses (NodeAddr), asking Slurm
-// only when one of hosts is not known yet.
-func (a *Allocator) addresses(ctx context.Context, hosts []string) (map[string]string, error) {
+// only when the host of one of slots is not known yet.
+func (a *Allocator) addresses(ctx context.Context, slots []allocator.Slot) (map[string]string, error) {
 	a.mu.Lock()
 	m := a.addrs
 	a.mu.Unlock()
-	for _, h := range hosts {
-		if _, ok := m[h]; !ok {
+	for _, s := range slots {
+		if _, ok := m[s.Host]; !ok {
 			if _, err := a.nodes(ctx); err != nil {
 				return nil, err
 			}
