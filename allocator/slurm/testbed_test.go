@@ -38,8 +38,8 @@ func TestMain(m *testing.M) {
 	if helper := os.Getenv("SF_SLURM_TEST_HELPER"); helper != "" {
 		os.Exit(runHelper(helper))
 	}
-	// Fuzzing and parser-only runs (-run '^$' with -fuzz) need no cluster.
-	if f := flag.Lookup("test.run"); f != nil && f.Value.String() == "^$" && !benchmarking() {
+	// Fuzzing (-run '^$' -fuzz …) and listing (-list) need no cluster.
+	if f := flag.Lookup("test.run"); (f != nil && f.Value.String() == "^$" && !benchmarking()) || flagSet("test.list") {
 		os.Exit(m.Run())
 	}
 	if err := startCluster(); err != nil {
@@ -52,6 +52,11 @@ func TestMain(m *testing.M) {
 		code = 1
 	}
 	os.Exit(code)
+}
+
+func flagSet(name string) bool {
+	f := flag.Lookup(name)
+	return f != nil && f.Value.String() != ""
 }
 
 func benchmarking() bool {
