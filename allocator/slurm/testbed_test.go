@@ -59,10 +59,7 @@ func flagSet(name string) bool {
 	return f != nil && f.Value.String() != ""
 }
 
-func benchmarking() bool {
-	f := flag.Lookup("test.bench")
-	return f != nil && f.Value.String() != ""
-}
+func benchmarking() bool { return flagSet("test.bench") }
 
 func testbedScript() string {
 	return filepath.Join("..", "..", "contrib", "testbed", "slurm", "testbed")
