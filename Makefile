@@ -10,7 +10,7 @@ GOFLAGS_TEST ?= -race
 BENCHTIME ?= 2000x
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps test lint bench demo fuzz proto clean help guest
+.PHONY: all build deps test lint bench demo fuzz proto clean help guest slurm-up slurm-down
 
 all: build
 
@@ -57,11 +57,14 @@ test: deps lint guest
 	$(GO) test $(GOFLAGS_TEST) -count=1 ./...
 
 ## bench: run the benchmarks and print their figures against in-run baselines
-# Benchmarks that start VMs run VMBENCHTIME iterations, the others BENCHTIME.
+# Benchmarks that start VMs run VMBENCHTIME iterations; Slurm grants take
+# 30 ms (commands) to 1 s (slurmrestd): SLURM_BENCHTIME; the others BENCHTIME.
 VMBENCHTIME ?= 3x
 VMBENCH_PKGS := ./kvmbackend/...
+SLURM_BENCHTIME ?= 30x
 bench: deps guest
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v -e /kvmbackend -e /integration)
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v -e /kvmbackend -e /integration -e '/allocator/slurm$$')
+	$(GO) test -run '^$$' -bench . -benchtime $(SLURM_BENCHTIME) ./allocator/slurm
 	$(GO) test -run '^$$' -bench . -benchtime $(VMBENCHTIME) $(VMBENCH_PKGS)
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
@@ -76,6 +79,15 @@ fuzz:
 ## demo: the main job on the embedded default configuration
 demo: deps build guest
 	@contrib/demo/run
+
+## slurm-up: start a real Slurm test cluster here (root; see contrib/testbed/slurm/testbed)
+SLURM_NODES ?= 4
+slurm-up: build
+	@contrib/testbed/slurm/testbed up --nodes $(SLURM_NODES) --rest --system-conf
+
+## slurm-down: stop the Slurm test cluster, leaving nothing behind
+slurm-down:
+	@contrib/testbed/slurm/testbed down
 
 clean:
 	rm -rf $(BIN) .cache

@@ -96,4 +96,3 @@ func TestMicroVMGuest(t *testing.T) {
 	hello(t, clone)
 	hello(t, parent) // the parent runs on
 }
-

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/snowflock/snowflock/allocator"
+	"github.com/snowflock/snowflock/allocator/slurm"
 	"github.com/snowflock/snowflock/allocator/static"
 	"github.com/snowflock/snowflock/egosf/config"
 )
@@ -46,6 +47,15 @@ var backends = map[string]Backend{
 			cfg := *c.(*static.Config)
 			cfg.StateDir = env.StateDir
 			return static.New(cfg)
+		},
+	},
+	slurm.Name: {
+		Info:   allocator.Info{Name: slurm.Name, Description: slurm.Description},
+		config: func() any { return &slurm.Config{} },
+		open: func(_ context.Context, c any, env Env) (allocator.Allocator, error) {
+			cfg := *c.(*slurm.Config)
+			cfg.StateDir = env.StateDir
+			return slurm.New(cfg)
 		},
 	},
 }

@@ -20,6 +20,31 @@ func TestStaticIsBuiltIn(t *testing.T) {
 	}
 }
 
+func TestSlurmIsBuiltIn(t *testing.T) {
+	keys := EnvKeys()
+	for _, k := range []string{"allocator.slurm.slurm_conf", "allocator.slurm.partition", "allocator.slurm.account",
+		"allocator.slurm.mode", "allocator.slurm.rest_url", "allocator.slurm.token_file"} {
+		if !slices.Contains(keys, k) {
+			t.Errorf("EnvKeys() = %v, lacks %s", keys, k)
+		}
+	}
+	for name, sec := range map[string]map[string]any{
+		"unknown key":         {"partitions": "x"},
+		"bad mode":            {"mode": "soap"},
+		"rest without url":    {"mode": "rest"},
+		"bad url":             {"mode": "rest", "rest_url": "ftp://x"},
+		"bad time limit":      {"time_limit": "soon"},
+		"partition with ',':": {"partition": "a,b"},
+	} {
+		if err := Check("slurm", Env{StateDir: t.TempDir(), Section: sec}); !errors.Is(err, allocator.ErrInvalidArgument) {
+			t.Errorf("%s: Check = %v, want ErrInvalidArgument", name, err)
+		}
+	}
+	if err := Check("slurm", Env{Section: map[string]any{"partition": "debug", "time_limit": "2h", "mode": "rest", "rest_url": "http://127.0.0.1:6820"}}); err != nil {
+		t.Errorf("Check(valid slurm section) = %v", err)
+	}
+}
+
 func TestOpenDecodesSection(t *testing.T) {
 	a, err := Open(t.Context(), "static", Env{StateDir: t.TempDir(), Section: map[string]any{
 		"hosts": []any{map[string]any{"name": "h1", "address": "10.0.0.1", "slots": "3"}}, "lease": "90s",

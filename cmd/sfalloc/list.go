@@ -36,7 +36,7 @@ func newListCmd(g *globals) *cobra.Command {
 			fmt.Fprintln(w, "ID\tNAME\tSLOTS\tHOSTS\tCREATED\tEXPIRES")
 			for _, t := range ts {
 				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", t.ID, orDash(t.Name), t.Granted, t.HostsString(),
-					t.Created.Local().Format(time.DateTime), t.Expires.Local().Format(time.DateTime))
+					t.Created.Local().Format(time.DateTime), expiry(t.Expires))
 			}
 			return w.Flush()
 		},
@@ -50,4 +50,13 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// expiry shows when a lease ends; "never" when the backend set none (a
+// Slurm job without a time limit).
+func expiry(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.Local().Format(time.DateTime)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -37,7 +36,7 @@ backend.`,
 			if asJSON {
 				return writeJSON(g.stdout, t)
 			}
-			_, err = fmt.Fprintf(g.stdout, "%s: lease until %s\n", t.ID, t.Expires.Local().Format(time.DateTime))
+			_, err = fmt.Fprintf(g.stdout, "%s: lease until %s\n", t.ID, expiry(t.Expires))
 			return err
 		},
 	}

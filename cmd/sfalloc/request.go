@@ -161,7 +161,7 @@ pool can never satisfy fails at once.`,
 			case quiet:
 				_, err = fmt.Fprintln(g.stdout, t.ID)
 			default:
-				_, err = fmt.Fprintf(g.stdout, "%s: %d slots on %s, lease until %s\n", t.ID, t.Granted, t.HostsString(), t.Expires.Local().Format(time.DateTime))
+				_, err = fmt.Fprintf(g.stdout, "%s: %d slots on %s, lease until %s\n", t.ID, t.Granted, t.HostsString(), expiry(t.Expires))
 			}
 			return err
 		},

@@ -32,6 +32,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	var (
 		f         requestFlags
 		killAfter string
+		reuseJob  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run -n MAX [--min MIN] [flags] -- CMD [ARGS...]",
@@ -55,6 +56,10 @@ exits, processes it left in its group are stopped (SIGTERM, then SIGKILL after
 gets SIGKILL and a guard process stops the rest of the group. If the
 allocation is lost (lease expired, released elsewhere), the group is stopped
 the same way.
+
+Inside a Slurm job (SLURM_JOB_ID set) with the slurm backend, run uses that
+job's allocation (at most -n of its slots) instead of requesting slots, and
+neither renews nor releases it; --reuse-job=false requests new slots.
 
 sfalloc exits with CMD's status (128+N when CMD died of signal N; 126 when CMD
 cannot be executed, 127 when it is not found; 1 if the allocation was lost),
@@ -87,6 +92,15 @@ or 1/2 when no slots were granted.`,
 				return err
 			}
 			defer c.Close()
+			if reuseJob {
+				t, err := g.enclosing(cmd.Context(), c, req)
+				if err != nil {
+					return err
+				}
+				if t != nil {
+					return exitError{Code: g.runHolding(cmd.Context(), c, t, runSpec{grace: grace, argv: args, borrowed: true}, sigs)}
+				}
+			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			type grant struct {
@@ -116,6 +130,7 @@ or 1/2 when no slots were granted.`,
 	}
 	f.register(cmd, runLease)
 	cmd.Flags().StringVar(&killAfter, "kill-after", defaultKillAfter, "time between SIGTERM and SIGKILL when the command's processes must stop")
+	cmd.Flags().BoolVar(&reuseJob, "reuse-job", true, "inside a Slurm job (SLURM_JOB_ID set, slurm backend), run in that job's allocation instead of requesting slots")
 	// Flags after CMD belong to CMD, with or without "--".
 	cmd.Flags().SetInterspersed(false)
 	return cmd
@@ -140,13 +155,18 @@ type runSpec struct {
 	lease time.Duration // 0: the lease granted
 	grace time.Duration // between SIGTERM and SIGKILL
 	argv  []string
+	// borrowed: the slots belong to an enclosing allocation (a Slurm
+	// job), which is neither renewed nor released.
+	borrowed bool
 }
 
 // runHolding runs the command while holding ticket t, then releases t. It
 // returns the exit status for sfalloc.
 func (g *globals) runHolding(ctx context.Context, c *egosf.Client, t *egosf.Ticket, spec runSpec, sigs <-chan os.Signal) int {
 	log := g.Log.With().Str("id", t.ID).Logger()
-	defer g.release(ctx, c, t.ID)
+	if !spec.borrowed {
+		defer g.release(ctx, c, t.ID)
+	}
 
 	hostfile, err := writeHostfile(t)
 	if err != nil {
@@ -188,6 +208,9 @@ func (g *globals) runHolding(ctx context.Context, c *egosf.Client, t *egosf.Tick
 				j.stopped(func() {
 					// A stopped sfalloc cannot renew: hold the slots for
 					// the backend's default lease while suspended.
+					if spec.borrowed {
+						return
+					}
 					if _, err := c.Renew(ctx, t.ID, 0); err != nil {
 						log.Warn().Err(err).Msg("could not extend the lease for the suspension")
 					}
