@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -58,12 +59,18 @@ func dial(t *testing.T) (*Monitor, *exec.Cmd) {
 	sock, cmd := startQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	m, err := Dial(ctx, sock)
-	if err != nil {
-		t.Fatal(err)
+	// QEMU creates the socket file (bind) a moment before it listens.
+	for {
+		m, err := Dial(ctx, sock)
+		if err == nil {
+			t.Cleanup(func() { m.Close() })
+			return m, cmd
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	t.Cleanup(func() { m.Close() })
-	return m, cmd
 }
 
 func TestExecute(t *testing.T) {
