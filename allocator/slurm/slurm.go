@@ -157,7 +157,14 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 		if !errors.Is(err, allocator.ErrNoneAvailable) {
 			return nil, fmt.Errorf("slurm allocator: %w", err)
 		}
-		// Someone took the idle CPUs first: look again.
+		// Someone took the idle CPUs first, or Slurm has not finished
+		// freeing them (a job just cancelled is still COMPLETING while
+		// its CPUs already count as idle): look again after a pause.
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("slurm allocator: waiting for idle CPUs: %w (%w)", allocator.ErrTimeout, ctx.Err())
+		case <-time.After(retryPause(attempt)):
+		}
 	}
 	spec.Tasks, spec.Immediate = req.Min, false
 	id, err := a.s.allocate(ctx, spec)
@@ -170,6 +177,12 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 // maxAttempts bounds the immediate tries of a request whose idle CPUs other
 // requests keep taking first.
 const maxAttempts = 10
+
+// retryPause is the pause before immediate try attempt+1: 20 ms doubling
+// to at most 500 ms (about 3 s over all the tries).
+func retryPause(attempt int) time.Duration {
+	return min(20*time.Millisecond<<attempt, 500*time.Millisecond)
+}
 
 // slotsOf counts the CPUs of nodes in service and those idle (whole idle
 // nodes only, for exclusive requests).
