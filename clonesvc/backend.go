@@ -62,6 +62,10 @@ type VMSpec struct {
 	Kernel string
 	Initrd string
 	Append string
+	// MemoryPath, for Restore only, replaces the checkpoint's memory image
+	// with another file of the same contents (a memory tap filling it on
+	// demand from another host).
+	MemoryPath string
 }
 
 // Record is a backend's durable state for one VM: enough to reattach to it

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -81,16 +82,31 @@ func (s *Service) createClones(ctx context.Context, t *ticket, cp *CheckpointRec
 	if err := s.saveTicket(t); err != nil {
 		return nil, nil, err
 	}
+	local, remote := s.place(t.rec.Slots, m)
 	recs := make([]VMRecord, m-1)
 	starts := make([]float64, m-1)
-	errs := make([]error, m-1)
+	var errs []error
+	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for k := 1; k < m; k++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			recs[k-1], starts[k-1], errs[k-1] = s.startClone(ctx, t.rec.ID, m, k, cp, parent)
-		}()
+	for _, k := range local {
+		wg.Go(func() {
+			r, took, err := s.startClone(ctx, t.rec.ID, m, k, cp, parent)
+			mu.Lock()
+			recs[k-1], starts[k-1] = r, took
+			errs = append(errs, err)
+			mu.Unlock()
+		})
+	}
+	if len(remote) > 0 {
+		wg.Go(func() {
+			rs, err := s.startRemote(ctx, t, cp, parent, remote, m)
+			mu.Lock()
+			for _, r := range rs {
+				recs[r.CloneID-1], starts[r.CloneID-1] = r, r.StartMS
+			}
+			errs = append(errs, err)
+			mu.Unlock()
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -99,6 +115,7 @@ func (s *Service) createClones(ctx context.Context, t *ticket, cp *CheckpointRec
 				s.removeVM(context.WithoutCancel(ctx), e, "clone failed")
 			}
 		}
+		s.killRemote(context.WithoutCancel(ctx), t.rec.ID, remote)
 		s.mu.Lock()
 		t.rec.Exits = nil
 		s.mu.Unlock()
@@ -107,7 +124,13 @@ func (s *Service) createClones(ctx context.Context, t *ticket, cp *CheckpointRec
 	s.mu.Lock()
 	t.rec.State = TicketActive
 	for _, r := range recs {
-		t.rec.Clones = append(t.rec.Clones, r.ID)
+		// A clone may have ended already (sf_exit before its siblings
+		// were all started): its exit is recorded, it is not running.
+		if !slices.ContainsFunc(t.rec.Exits, func(x Exit) bool { return x.CloneID == r.CloneID }) {
+			t.rec.Clones = append(t.rec.Clones, r.ID)
+		} else {
+			delete(t.rec.Remote, r.ID)
+		}
 	}
 	none := len(t.rec.Clones) == 0
 	s.mu.Unlock()

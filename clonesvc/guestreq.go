@@ -112,7 +112,7 @@ func (s *Service) guestExit(ctx context.Context, e *vmEntry, m *guestproto.Messa
 	if r.Role != RoleClone || r.Ticket == "" {
 		return nil, fmt.Errorf("sf_exit is for clones; vm %s is not one: %w", r.ID, ErrInvalidArgument)
 	}
-	s.cloneGone(r, Exit{CloneID: r.CloneID, Result: m.Result})
+	s.cloneEnded(e, Exit{CloneID: r.CloneID, Result: m.Result})
 	s.removeVM(context.WithoutCancel(ctx), e, "exited")
 	return &guestproto.Message{}, nil
 }

@@ -35,8 +35,19 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Defaults fills a StartVM spec's zero fields.
 	Defaults VMSpec
-	Log      zerolog.Logger
-	Version  string
+	// Peers reaches other hosts' clone services; nil: clones stay on this
+	// host (slots on other hosts are given back).
+	Peers Peers
+	// Address is this host's address as other hosts reach it (its daemon
+	// API host:port); the memory server listens on its host part.
+	Address string
+	// MemoryGroupPort is the UDP port of the families' multicast groups
+	// (default 7469); FetchTimeout bounds how long a clone's page fault
+	// waits for a memory server that stopped answering (default 10 s).
+	MemoryGroupPort int
+	FetchTimeout    time.Duration
+	Log             zerolog.Logger
+	Version         string
 }
 
 // Service is the clone service of one host.
@@ -53,6 +64,10 @@ type Service struct {
 	vms         map[string]*vmEntry
 	tickets     map[string]*ticket
 	checkpoints map[string]*CheckpointRecord
+	// servers are the memory servers of this host's families with clones
+	// elsewhere; taps the memory of other hosts' families with clones here.
+	servers map[string]*memoryServer
+	taps    map[string]*familyTap
 }
 
 // New opens the service's state under cfg.StateDir, reattaches to the VMs
@@ -75,6 +90,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 30 * time.Second
 	}
+	if cfg.MemoryGroupPort == 0 {
+		cfg.MemoryGroupPort = 7469
+	}
+	if cfg.FetchTimeout == 0 {
+		cfg.FetchTimeout = 10 * time.Second
+	}
 	for _, d := range []string{cfg.StateDir, filepath.Join(cfg.StateDir, "vms"), filepath.Join(cfg.StateDir, "checkpoints")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("state directory: %w", err)
@@ -88,6 +109,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s := &Service{
 		cfg: cfg, log: cfg.Log, store: st, ctx: sctx, cancel: cancel,
 		vms: map[string]*vmEntry{}, tickets: map[string]*ticket{}, checkpoints: map[string]*CheckpointRecord{},
+		servers: map[string]*memoryServer{}, taps: map[string]*familyTap{},
 	}
 	if err := s.recover(ctx); err != nil {
 		cancel()

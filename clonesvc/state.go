@@ -3,6 +3,7 @@ package clonesvc
 import (
 	"time"
 
+	"github.com/snowflock/snowflock/allocator"
 	"github.com/snowflock/snowflock/egosf/guestproto"
 )
 
@@ -43,11 +44,14 @@ type VMRecord struct {
 	Backend *Record `json:"backend,omitempty"`
 
 	// Clones only.
-	Parent  string  `json:"parent,omitempty"`
-	Ticket  string  `json:"ticket,omitempty"`
-	CloneID int     `json:"clone_id,omitempty"`
-	Family  string  `json:"family,omitempty"`
-	StartMS float64 `json:"start_ms,omitempty"`
+	Parent string `json:"parent,omitempty"`
+	// ParentHost is the parent's host's address when it is another host:
+	// the clone's end is reported there.
+	ParentHost string  `json:"parent_host,omitempty"`
+	Ticket     string  `json:"ticket,omitempty"`
+	CloneID    int     `json:"clone_id,omitempty"`
+	Family     string  `json:"family,omitempty"`
+	StartMS    float64 `json:"start_ms,omitempty"`
 	// Resume is the reply the clone's agent is waiting for (to the clone or
 	// checkpoint_parent request it was cloned inside); sent once the
 	// channel is up, then cleared.
@@ -67,14 +71,19 @@ type TicketRecord struct {
 	Owner string `json:"owner"`
 	// Allocation is the allocator's allocation ID; empty when the ticket
 	// needs no slots (n = 1).
-	Allocation string    `json:"allocation,omitempty"`
-	Granted    int       `json:"granted"`
-	State      string    `json:"state"`
-	Family     string    `json:"family,omitempty"`
-	Checkpoint string    `json:"checkpoint,omitempty"`
-	Clones     []string  `json:"clones,omitempty"`
-	Exits      []Exit    `json:"exits,omitempty"`
-	Created    time.Time `json:"created"`
+	Allocation string `json:"allocation,omitempty"`
+	Granted    int    `json:"granted"`
+	State      string `json:"state"`
+	Family     string `json:"family,omitempty"`
+	Checkpoint string `json:"checkpoint,omitempty"`
+	// Slots are the allocation's slots: where the clones go.
+	Slots []allocator.Slot `json:"slots,omitempty"`
+	// Clones are the running clones' VM IDs; Remote describes those on
+	// other hosts.
+	Clones  []string             `json:"clones,omitempty"`
+	Remote  map[string]RemoteRef `json:"remote,omitempty"`
+	Exits   []Exit               `json:"exits,omitempty"`
+	Created time.Time            `json:"created"`
 }
 
 // Exit is one clone's end.
@@ -99,4 +108,10 @@ type CheckpointRecord struct {
 	DescBytes  int64       `json:"desc_bytes"`
 	DescMS     float64     `json:"desc_ms"`
 	Created    time.Time   `json:"created"`
+}
+
+// RemoteRef is a clone of this host's ticket running on another host.
+type RemoteRef struct {
+	Address string `json:"address"` // its host's daemon API
+	CloneID int    `json:"clone_id"`
 }

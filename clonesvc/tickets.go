@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -19,8 +20,7 @@ type ticket struct {
 
 // RequestTicket asks the allocator for slots so that owner can become n
 // VMs in all (itself as clone 0 and n-1 clones): m ≤ n are granted, m ≥ 2
-// unless n is 1. Only slots on this host are kept for now; clones on other
-// hosts come with the multi-host memory service.
+// unless n is 1. Without Peers only slots on this host are kept.
 func (s *Service) RequestTicket(ctx context.Context, owner string, n int) (TicketRecord, error) {
 	if n < 1 {
 		return TicketRecord{}, fmt.Errorf("a ticket is for at least 1 VM, got %d: %w", n, ErrInvalidArgument)
@@ -39,11 +39,11 @@ func (s *Service) RequestTicket(ctx context.Context, owner string, n int) (Ticke
 		if err != nil {
 			return TicketRecord{}, fmt.Errorf("clone slots for %s: %w", owner, err)
 		}
-		local, err := s.keepLocal(ctx, *a)
+		slots, err := s.keepUsable(ctx, *a)
 		if err != nil {
 			return TicketRecord{}, err
 		}
-		rec.Allocation, rec.Granted = a.ID, local+1
+		rec.Allocation, rec.Slots, rec.Granted = a.ID, slots, allocator.Total(slots)+1
 	}
 	if err := s.store.put(bucketTickets, rec.ID, rec); err != nil {
 		s.releaseAllocation(rec)
@@ -56,27 +56,29 @@ func (s *Service) RequestTicket(ctx context.Context, owner string, n int) (Ticke
 	return rec, nil
 }
 
-// keepLocal releases the slots of a that are not on this host and returns
-// how many remain.
-func (s *Service) keepLocal(ctx context.Context, a allocator.Allocation) (int, error) {
-	var local int
-	var remote []allocator.Slot
+// keepUsable returns the slots of a that clones can use: all of them with
+// Peers, else only this host's (the others are given back).
+func (s *Service) keepUsable(ctx context.Context, a allocator.Allocation) ([]allocator.Slot, error) {
+	if s.cfg.Peers != nil {
+		return a.Slots, nil
+	}
+	var local, remote []allocator.Slot
 	for _, sl := range a.Slots {
 		if sl.Host == s.cfg.Host {
-			local += sl.Count
+			local = append(local, sl)
 		} else {
 			remote = append(remote, sl)
 		}
 	}
-	if local == 0 {
+	if len(local) == 0 {
 		s.cfg.Allocator.Release(context.WithoutCancel(ctx), a.ID, nil)
-		return 0, fmt.Errorf("the allocator granted slots only on other hosts (%s), and clones on other hosts are not supported yet: %w",
+		return nil, fmt.Errorf("the allocator granted slots only on other hosts (%s), and this sfld has no peers configured: %w",
 			allocator.FormatSlots(a.Slots), allocator.ErrNoneAvailable)
 	}
 	if len(remote) > 0 {
 		if _, err := s.cfg.Allocator.Release(ctx, a.ID, remote); err != nil {
 			s.cfg.Allocator.Release(context.WithoutCancel(ctx), a.ID, nil)
-			return 0, fmt.Errorf("give back slots on other hosts: %w", err)
+			return nil, fmt.Errorf("give back slots on other hosts: %w", err)
 		}
 		s.log.Info().Str("allocation", a.ID).Str("released", allocator.FormatSlots(remote)).Msg("kept only this host's slots")
 	}
@@ -117,6 +119,20 @@ func (s *Service) ListTickets() []TicketRecord {
 	return out
 }
 
+// cloneEnded records clone e's end once: in its ticket here, or at its
+// parent's host.
+func (s *Service) cloneEnded(e *vmEntry, exit Exit) {
+	if !e.markEnded() {
+		return
+	}
+	rec := e.record()
+	if rec.ParentHost != "" {
+		s.reportEnded(rec, exit)
+		return
+	}
+	s.cloneGone(rec, exit)
+}
+
 // cloneGone records a clone's end in its ticket; when it was the last
 // one, the ticket's joiners wake up.
 func (s *Service) cloneGone(rec VMRecord, exit Exit) {
@@ -130,6 +146,7 @@ func (s *Service) cloneGone(rec VMRecord, exit Exit) {
 		t.rec.Exits = append(t.rec.Exits, exit)
 	}
 	t.rec.Clones = slices.DeleteFunc(t.rec.Clones, func(id string) bool { return id == rec.ID })
+	delete(t.rec.Remote, rec.ID)
 	last := t.rec.State == TicketActive && len(t.rec.Clones) == 0
 	s.mu.Unlock()
 	s.saveTicket(t)
@@ -183,17 +200,35 @@ func (s *Service) Kill(ctx context.Context, id, owner string) (int, error) {
 	return n, s.dropTicket(ctx, t)
 }
 
-// killClones destroys the clones of t, recording them as killed.
+// killClones destroys the clones of t, here and on other hosts, recording
+// them as killed.
 func (s *Service) killClones(ctx context.Context, t *ticket, reason string) int {
 	s.mu.Lock()
 	clones := slices.Clone(t.rec.Clones)
+	remote := maps.Clone(t.rec.Remote)
 	s.mu.Unlock()
 	var n int
+	hosts := map[string]bool{}
 	for _, vid := range clones {
+		if ref, ok := remote[vid]; ok {
+			hosts[ref.Address] = true
+			continue
+		}
 		if e, err := s.lookupVM(vid); err == nil {
 			s.removeVM(ctx, e, reason)
 			n++
 		}
+	}
+	for addr := range hosts {
+		if err := s.cfg.Peers.KillClones(ctx, addr, t.rec.ID); err != nil {
+			s.log.Warn().Str("host", addr).Str("ticket", t.rec.ID).Err(err).Msg("kill remote clones")
+		}
+	}
+	// Whatever the clone hosts report later is a duplicate; record the
+	// remote clones as killed now so that nothing waits for them.
+	for vid, ref := range remote {
+		s.cloneGone(VMRecord{ID: vid, Ticket: t.rec.ID, CloneID: ref.CloneID}, Exit{CloneID: ref.CloneID, Killed: true, Reason: reason})
+		n++
 	}
 	return n
 }
@@ -226,6 +261,9 @@ func (s *Service) dropTicket(ctx context.Context, t *ticket) error {
 	s.mu.Unlock()
 	closeOnce(t.done)
 	err := s.releaseAllocation(rec)
+	if len(rec.Remote) > 0 || rec.Family != "" {
+		s.stopServer(rec.Family)
+	}
 	if rec.Checkpoint != "" {
 		s.deleteCheckpointIfTicket(rec.Checkpoint, rec.ID)
 	}

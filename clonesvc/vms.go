@@ -21,6 +21,9 @@ type vmEntry struct {
 	inflightReqs map[uint64]bool
 	// stopping is set when the service destroys the VM on purpose.
 	stopping bool
+	// ended is set once a clone's end was recorded (or reported to its
+	// parent's host): a clone ends once.
+	ended bool
 
 	vm VM
 	ch *channel
@@ -51,6 +54,15 @@ func (e *vmEntry) begin(id uint64) bool {
 	}
 	e.inflightReqs[id] = true
 	return true
+}
+
+// markEnded reports whether this is the first end of the clone.
+func (e *vmEntry) markEnded() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	first := !e.ended
+	e.ended = true
+	return first
 }
 
 func (e *vmEntry) end(id uint64) {
@@ -229,7 +241,10 @@ func (s *Service) removeVM(ctx context.Context, e *vmEntry, reason string) error
 	s.store.delete(bucketVMs, rec.ID)
 	os.RemoveAll(rec.Dir)
 	if rec.Role == RoleClone && rec.Ticket != "" {
-		s.cloneGone(rec, Exit{CloneID: rec.CloneID, Killed: true, Reason: reason})
+		s.cloneEnded(e, Exit{CloneID: rec.CloneID, Killed: true, Reason: reason})
+	}
+	if rec.ParentHost != "" {
+		s.releaseTap(rec.Family)
 	}
 	s.ownerGone(ctx, rec.ID)
 	if err != nil {

@@ -24,9 +24,10 @@ const Name = "kvm"
 
 // Backend starts, restores and reattaches QEMU VMs.
 type Backend struct {
-	cfg  Config
-	qemu string // resolved binary
-	log  zerolog.Logger
+	cfg      Config
+	qemu     string // resolved binary
+	launcher string // resolved Config.Launcher ("" when NoTHP is never)
+	log      zerolog.Logger
 }
 
 var _ clonesvc.Backend = (*Backend)(nil)
@@ -41,7 +42,14 @@ func New(cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kvm backend: qemu binary %q: %w (install qemu-system-x86)", cfg.QEMU, err)
 	}
-	return &Backend{cfg: cfg, qemu: bin, log: cfg.Logger.With().Str("backend", Name).Logger()}, nil
+	launcher, err := resolveLauncher(cfg)
+	if err == nil && launcher != "" {
+		err = checkLauncher(launcher, bin)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kvm backend: %w", err)
+	}
+	return &Backend{cfg: cfg, qemu: bin, launcher: launcher, log: cfg.Logger.With().Str("backend", Name).Logger()}, nil
 }
 
 // Name returns "kvm".
@@ -126,6 +134,7 @@ func (b *Backend) Start(ctx context.Context, spec clonesvc.VMSpec) (clonesvc.VM,
 	vm, undo, err := b.launch(ctx, launch{
 		machine: m, ID: spec.ID, Dir: spec.Dir, Hostname: spec.Hostname,
 		MemPath: filepath.Join(spec.Dir, fileMem), Share: true,
+		NoTHP: b.cfg.NoTHP == NoTHPAlways,
 	})
 	if err != nil {
 		return nil, err
@@ -163,8 +172,12 @@ func (b *Backend) Restore(ctx context.Context, spec clonesvc.VMSpec, cp *clonesv
 	if img.Size != uint64(m.MemoryMiB)<<20 {
 		return nil, invalid("VM %s: memory image of %d bytes for a machine of %d MiB", spec.ID, img.Size, m.MemoryMiB)
 	}
-	if fi, err := os.Stat(img.Path); err != nil || !fi.Mode().IsRegular() || uint64(fi.Size()) != img.Size {
-		return nil, invalid("VM %s: memory image %q is missing or not %d bytes", spec.ID, img.Path, img.Size)
+	memPath := img.Path
+	if spec.MemoryPath != "" {
+		memPath = spec.MemoryPath // the same image, filled on demand
+	}
+	if fi, err := os.Stat(memPath); err != nil || !fi.Mode().IsRegular() || uint64(fi.Size()) != img.Size {
+		return nil, invalid("VM %s: memory image %q is missing or not %d bytes", spec.ID, memPath, img.Size)
 	}
 	if err := checkFile("device state", cp.DeviceState); err != nil || cp.DeviceState == "" {
 		return nil, invalid("VM %s: device state %q is not a readable file", spec.ID, cp.DeviceState)
@@ -176,7 +189,8 @@ func (b *Backend) Restore(ctx context.Context, spec clonesvc.VMSpec, cp *clonesv
 	}
 	return b.restore(ctx, launch{
 		machine: m, ID: spec.ID, Dir: spec.Dir, Hostname: spec.Hostname,
-		MemPath: img.Path, Share: false, Incoming: true,
+		MemPath: memPath, Share: false, Incoming: true,
+		NoTHP: b.cfg.NoTHP == NoTHPAlways || (b.cfg.NoTHP == NoTHPAuto && spec.MemoryPath != ""),
 	}, cp.DeviceState, true)
 }
 
@@ -238,7 +252,8 @@ func (b *Backend) launch(ctx context.Context, l launch) (_ *VM, _ *cleanup, err 
 			return nil, nil, fmt.Errorf("kvm: VM %s: %w", l.ID, err)
 		}
 	}
-	p, err := startProcess(b.qemu, l.args(), logFile)
+	bin, args := b.command(l)
+	p, err := startProcess(bin, args, logFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kvm: VM %s: %w: %w", l.ID, clonesvc.ErrVMFailed, err)
 	}

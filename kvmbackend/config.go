@@ -14,6 +14,10 @@ const (
 
 	MachineQ35     = "q35"
 	MachineMicroVM = "microvm"
+
+	NoTHPAuto   = "auto"
+	NoTHPAlways = "always"
+	NoTHPNever  = "never"
 )
 
 // Config is the KVM backend's configuration (section backend.kvm).
@@ -34,6 +38,16 @@ type Config struct {
 	Kernel string `mapstructure:"kernel" json:"kernel"`
 	Initrd string `mapstructure:"initrd" json:"initrd"`
 	Append string `mapstructure:"append" json:"append"`
+	// NoTHP keeps QEMU from asking for transparent huge pages on guest
+	// RAM, so that a fault on RAM mapped from a memory tap (a FUSE file
+	// filled on demand) reads the 4 KiB page it touches, not 2–4 MiB
+	// around it: QEMU then runs under Launcher, with a seccomp filter that
+	// makes its madvise(MADV_HUGEPAGE) a no-op. auto (default): for clones
+	// restored onto such memory (VMSpec.MemoryPath); always; never.
+	NoTHP string `mapstructure:"no_thp" json:"no_thp"`
+	// Launcher is the binary that applies NoTHP and execs QEMU (see
+	// LauncherArg); default: the running executable (sfld).
+	Launcher string `mapstructure:"launcher" json:"launcher"`
 	// Logger receives the backend's logs (default: none).
 	Logger zerolog.Logger `mapstructure:"-" json:"-"`
 }
@@ -62,6 +76,9 @@ func (c Config) withDefaults() Config {
 	if c.MemoryMiB == 0 {
 		c.MemoryMiB = 256
 	}
+	if c.NoTHP == "" {
+		c.NoTHP = NoTHPAuto
+	}
 	return c
 }
 
@@ -77,6 +94,11 @@ func (c Config) Validate() error {
 	case "", MachineQ35, MachineMicroVM:
 	default:
 		return fmt.Errorf("backend.kvm.machine %q: want q35 or microvm", c.Machine)
+	}
+	switch c.NoTHP {
+	case "", NoTHPAuto, NoTHPAlways, NoTHPNever:
+	default:
+		return fmt.Errorf("backend.kvm.no_thp %q: want auto, always or never", c.NoTHP)
 	}
 	if err := checkSize(c.CPUs, c.MemoryMiB); err != nil {
 		return fmt.Errorf("backend.kvm: %w", err)

@@ -101,6 +101,9 @@ type launch struct {
 	Share   bool
 	// Incoming starts QEMU waiting for its device state (-incoming defer).
 	Incoming bool
+	// NoTHP runs QEMU under the launcher's filter that keeps it from
+	// asking for huge pages on guest RAM (Config.NoTHP).
+	NoTHP bool
 }
 
 // optValue escapes a value for a QEMU option list (a comma is doubled).

@@ -17,12 +17,20 @@ const DefaultListen = "127.0.0.1:7468"
 // Config is the sfld section of the configuration file: what the daemon
 // runs with and what sfctl needs to reach it.
 type Config struct {
-	Listen         string        `mapstructure:"listen" json:"listen"`
-	Name           string        `mapstructure:"name" json:"name"`
-	TLSDir         string        `mapstructure:"tls_dir" json:"tls_dir"`
-	Hypervisor     string        `mapstructure:"hypervisor" json:"hypervisor"`
-	Lease          time.Duration `mapstructure:"lease" json:"lease"`
-	RequestTimeout time.Duration `mapstructure:"request_timeout" json:"request_timeout"`
+	Listen string `mapstructure:"listen" json:"listen"`
+	// Address is this host's daemon API address as other hosts reach it
+	// (default: Listen); its host part must be an IP address for clones
+	// on other hosts (the memory server listens there).
+	Address string `mapstructure:"address" json:"address"`
+	// MemoryGroupPort is the UDP port of the families' multicast groups;
+	// FetchTimeout bounds a clone's wait for a page (defaults 7469, 10s).
+	MemoryGroupPort int           `mapstructure:"memory_group_port" json:"memory_group_port"`
+	FetchTimeout    time.Duration `mapstructure:"fetch_timeout" json:"fetch_timeout"`
+	Name            string        `mapstructure:"name" json:"name"`
+	TLSDir          string        `mapstructure:"tls_dir" json:"tls_dir"`
+	Hypervisor      string        `mapstructure:"hypervisor" json:"hypervisor"`
+	Lease           time.Duration `mapstructure:"lease" json:"lease"`
+	RequestTimeout  time.Duration `mapstructure:"request_timeout" json:"request_timeout"`
 	// Backends' sections, undecoded (sfld decodes the one it runs).
 	KVM map[string]any `mapstructure:"kvm" json:"kvm,omitempty"`
 }
@@ -38,6 +46,12 @@ func LoadConfig(file *config.Config) (Config, error) {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return c, fmt.Errorf("config %s: sfld.listen %q: want HOST:PORT: %w", file.Source, c.Listen, clonesvc.ErrInvalidArgument)
+	}
+	if c.Address == "" {
+		c.Address = c.Listen
+	}
+	if _, _, err := net.SplitHostPort(c.Address); err != nil {
+		return c, fmt.Errorf("config %s: sfld.address %q: want HOST:PORT: %w", file.Source, c.Address, clonesvc.ErrInvalidArgument)
 	}
 	if c.Name == "" {
 		h, err := os.Hostname()

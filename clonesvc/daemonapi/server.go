@@ -5,6 +5,7 @@ package daemonapi
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net"
 	"time"
@@ -206,3 +207,47 @@ func timingpb(t *guestproto.Timing) *sfldpb.Timing {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// StartClones starts clones of another host's family here.
+func (s *Server) StartClones(ctx context.Context, r *sfldpb.StartClonesRequest) (*sfldpb.CloneReply, error) {
+	req := clonesvc.RemoteClones{
+		Ticket: r.Ticket, ParentHost: r.ParentHost, ParentVM: r.ParentVm, Family: r.Family, Descriptor: r.Descriptor_,
+		Memory: clonesvc.MemoryEndpoint{Server: r.MemoryServer, Group: r.MemoryGroup},
+		CPUs:   int(r.Cpus), MemoryMiB: int(r.MemoryMib),
+	}
+	for _, c := range r.Clones {
+		rc := clonesvc.RemoteClone{CloneID: int(c.CloneId), Hostname: c.Hostname}
+		if len(c.Resume) > 0 {
+			var m guestproto.Message
+			if err := json.Unmarshal(c.Resume, &m); err != nil {
+				return nil, fmt.Errorf("clone %d: resume message: %v: %w", c.CloneId, err, clonesvc.ErrInvalidArgument)
+			}
+			if m.Op == guestproto.OpIdentity {
+				rc.Identity = m.Identity
+			} else {
+				rc.Resume = &m
+			}
+		}
+		req.Clones = append(req.Clones, rc)
+	}
+	recs, err := s.svc.AcceptClones(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	out := &sfldpb.CloneReply{Ticket: r.Ticket, Family: r.Family}
+	for _, v := range recs {
+		out.Clones = append(out.Clones, vmpb(v))
+	}
+	return out, nil
+}
+
+// KillClones stops this host's clones of a ticket of another host.
+func (s *Server) KillClones(ctx context.Context, r *sfldpb.KillClonesRequest) (*sfldpb.KillReply, error) {
+	return &sfldpb.KillReply{Killed: int32(s.svc.KillTicketClones(ctx, r.Ticket))}, nil
+}
+
+// CloneEnded records the end of this host's ticket's clone on another host.
+func (s *Server) CloneEnded(ctx context.Context, r *sfldpb.CloneEndedRequest) (*sfldpb.CloneEndedReply, error) {
+	exit := clonesvc.Exit{CloneID: int(r.CloneId), Result: r.Result, Killed: r.Killed, Reason: r.Reason}
+	return &sfldpb.CloneEndedReply{}, s.svc.RemoteCloneEnded(r.Ticket, r.Vm, exit)
+}

@@ -7,7 +7,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: clonesvc/sfldpb/sfld.proto
+// source: sfld.proto
 
 package sfldpb
 
@@ -34,7 +34,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[0]
+	mi := &file_sfld_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +46,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[0]
+	mi := &file_sfld_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +59,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{0}
+	return file_sfld_proto_rawDescGZIP(), []int{0}
 }
 
 type InfoReply struct {
@@ -75,7 +75,7 @@ type InfoReply struct {
 
 func (x *InfoReply) Reset() {
 	*x = InfoReply{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[1]
+	mi := &file_sfld_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -87,7 +87,7 @@ func (x *InfoReply) String() string {
 func (*InfoReply) ProtoMessage() {}
 
 func (x *InfoReply) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[1]
+	mi := &file_sfld_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -100,7 +100,7 @@ func (x *InfoReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReply.ProtoReflect.Descriptor instead.
 func (*InfoReply) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{1}
+	return file_sfld_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *InfoReply) GetVersion() string {
@@ -155,7 +155,7 @@ type StartVMRequest struct {
 
 func (x *StartVMRequest) Reset() {
 	*x = StartVMRequest{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[2]
+	mi := &file_sfld_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +167,7 @@ func (x *StartVMRequest) String() string {
 func (*StartVMRequest) ProtoMessage() {}
 
 func (x *StartVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[2]
+	mi := &file_sfld_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +180,7 @@ func (x *StartVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartVMRequest.ProtoReflect.Descriptor instead.
 func (*StartVMRequest) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{2}
+	return file_sfld_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StartVMRequest) GetName() string {
@@ -257,7 +257,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[3]
+	mi := &file_sfld_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -269,7 +269,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[3]
+	mi := &file_sfld_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -282,7 +282,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{3}
+	return file_sfld_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *VM) GetId() string {
@@ -391,7 +391,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[4]
+	mi := &file_sfld_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +403,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[4]
+	mi := &file_sfld_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +416,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{4}
+	return file_sfld_proto_rawDescGZIP(), []int{4}
 }
 
 type ListVMsReply struct {
@@ -428,7 +428,7 @@ type ListVMsReply struct {
 
 func (x *ListVMsReply) Reset() {
 	*x = ListVMsReply{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[5]
+	mi := &file_sfld_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +440,7 @@ func (x *ListVMsReply) String() string {
 func (*ListVMsReply) ProtoMessage() {}
 
 func (x *ListVMsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[5]
+	mi := &file_sfld_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +453,7 @@ func (x *ListVMsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsReply.ProtoReflect.Descriptor instead.
 func (*ListVMsReply) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{5}
+	return file_sfld_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListVMsReply) GetVms() []*VM {
@@ -472,7 +472,7 @@ type StopVMRequest struct {
 
 func (x *StopVMRequest) Reset() {
 	*x = StopVMRequest{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[6]
+	mi := &file_sfld_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +484,7 @@ func (x *StopVMRequest) String() string {
 func (*StopVMRequest) ProtoMessage() {}
 
 func (x *StopVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[6]
+	mi := &file_sfld_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +497,7 @@ func (x *StopVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopVMRequest.ProtoReflect.Descriptor instead.
 func (*StopVMRequest) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{6}
+	return file_sfld_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StopVMRequest) GetVm() string {
@@ -515,7 +515,7 @@ type StopVMReply struct {
 
 func (x *StopVMReply) Reset() {
 	*x = StopVMReply{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[7]
+	mi := &file_sfld_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +527,7 @@ func (x *StopVMReply) String() string {
 func (*StopVMReply) ProtoMessage() {}
 
 func (x *StopVMReply) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[7]
+	mi := &file_sfld_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +540,7 @@ func (x *StopVMReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopVMReply.ProtoReflect.Descriptor instead.
 func (*StopVMReply) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{7}
+	return file_sfld_proto_rawDescGZIP(), []int{7}
 }
 
 type ExecRequest struct {
@@ -553,7 +553,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[8]
+	mi := &file_sfld_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +565,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[8]
+	mi := &file_sfld_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +578,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{8}
+	return file_sfld_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExecRequest) GetVm() string {
@@ -605,7 +605,7 @@ type ExecReply struct {
 
 func (x *ExecReply) Reset() {
 	*x = ExecReply{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[9]
+	mi := &file_sfld_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +617,7 @@ func (x *ExecReply) String() string {
 func (*ExecReply) ProtoMessage() {}
 
 func (x *ExecReply) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[9]
+	mi := &file_sfld_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +630,7 @@ func (x *ExecReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecReply.ProtoReflect.Descriptor instead.
 func (*ExecReply) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{9}
+	return file_sfld_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExecReply) GetExitCode() int32 {
@@ -658,7 +658,7 @@ type CloneRequest struct {
 
 func (x *CloneRequest) Reset() {
 	*x = CloneRequest{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[10]
+	mi := &file_sfld_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +670,7 @@ func (x *CloneRequest) String() string {
 func (*CloneRequest) ProtoMessage() {}
 
 func (x *CloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[10]
+	mi := &file_sfld_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +683,7 @@ func (x *CloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloneRequest.ProtoReflect.Descriptor instead.
 func (*CloneRequest) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{10}
+	return file_sfld_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CloneRequest) GetVm() string {
@@ -714,7 +714,7 @@ type Timing struct {
 
 func (x *Timing) Reset() {
 	*x = Timing{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[11]
+	mi := &file_sfld_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +726,7 @@ func (x *Timing) String() string {
 func (*Timing) ProtoMessage() {}
 
 func (x *Timing) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[11]
+	mi := &file_sfld_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +739,7 @@ func (x *Timing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timing.ProtoReflect.Descriptor instead.
 func (*Timing) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{11}
+	return file_sfld_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Timing) GetDescriptorMs() float64 {
@@ -798,7 +798,7 @@ type CloneReply struct {
 
 func (x *CloneReply) Reset() {
 	*x = CloneReply{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[12]
+	mi := &file_sfld_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +810,7 @@ func (x *CloneReply) String() string {
 func (*CloneReply) ProtoMessage() {}
 
 func (x *CloneReply) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[12]
+	mi := &file_sfld_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +823,7 @@ func (x *CloneReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloneReply.ProtoReflect.Descriptor instead.
 func (*CloneReply) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{12}
+	return file_sfld_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CloneReply) GetTicket() string {
@@ -877,7 +877,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[13]
+	mi := &file_sfld_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +889,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[13]
+	mi := &file_sfld_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +902,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{13}
+	return file_sfld_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CheckpointRequest) GetVm() string {
@@ -922,7 +922,7 @@ type CheckpointReply struct {
 
 func (x *CheckpointReply) Reset() {
 	*x = CheckpointReply{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[14]
+	mi := &file_sfld_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +934,7 @@ func (x *CheckpointReply) String() string {
 func (*CheckpointReply) ProtoMessage() {}
 
 func (x *CheckpointReply) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[14]
+	mi := &file_sfld_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +947,7 @@ func (x *CheckpointReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointReply.ProtoReflect.Descriptor instead.
 func (*CheckpointReply) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{14}
+	return file_sfld_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CheckpointReply) GetCheckpoint() string {
@@ -974,7 +974,7 @@ type CreateClonesRequest struct {
 
 func (x *CreateClonesRequest) Reset() {
 	*x = CreateClonesRequest{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[15]
+	mi := &file_sfld_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +986,7 @@ func (x *CreateClonesRequest) String() string {
 func (*CreateClonesRequest) ProtoMessage() {}
 
 func (x *CreateClonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[15]
+	mi := &file_sfld_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +999,7 @@ func (x *CreateClonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClonesRequest.ProtoReflect.Descriptor instead.
 func (*CreateClonesRequest) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{15}
+	return file_sfld_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateClonesRequest) GetCheckpoint() string {
@@ -1025,7 +1025,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[16]
+	mi := &file_sfld_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1037,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[16]
+	mi := &file_sfld_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1050,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{16}
+	return file_sfld_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KillRequest) GetTicket() string {
@@ -1069,7 +1069,7 @@ type KillReply struct {
 
 func (x *KillReply) Reset() {
 	*x = KillReply{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[17]
+	mi := &file_sfld_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1081,7 @@ func (x *KillReply) String() string {
 func (*KillReply) ProtoMessage() {}
 
 func (x *KillReply) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[17]
+	mi := &file_sfld_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1094,7 @@ func (x *KillReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillReply.ProtoReflect.Descriptor instead.
 func (*KillReply) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{17}
+	return file_sfld_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KillReply) GetKilled() int32 {
@@ -1112,7 +1112,7 @@ type ListTicketsRequest struct {
 
 func (x *ListTicketsRequest) Reset() {
 	*x = ListTicketsRequest{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[18]
+	mi := &file_sfld_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1124,7 @@ func (x *ListTicketsRequest) String() string {
 func (*ListTicketsRequest) ProtoMessage() {}
 
 func (x *ListTicketsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[18]
+	mi := &file_sfld_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1137,7 @@ func (x *ListTicketsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTicketsRequest.ProtoReflect.Descriptor instead.
 func (*ListTicketsRequest) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{18}
+	return file_sfld_proto_rawDescGZIP(), []int{18}
 }
 
 type Ticket struct {
@@ -1156,7 +1156,7 @@ type Ticket struct {
 
 func (x *Ticket) Reset() {
 	*x = Ticket{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[19]
+	mi := &file_sfld_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1168,7 @@ func (x *Ticket) String() string {
 func (*Ticket) ProtoMessage() {}
 
 func (x *Ticket) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[19]
+	mi := &file_sfld_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1181,7 @@ func (x *Ticket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ticket.ProtoReflect.Descriptor instead.
 func (*Ticket) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{19}
+	return file_sfld_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Ticket) GetId() string {
@@ -1249,7 +1249,7 @@ type ListTicketsReply struct {
 
 func (x *ListTicketsReply) Reset() {
 	*x = ListTicketsReply{}
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[20]
+	mi := &file_sfld_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +1261,7 @@ func (x *ListTicketsReply) String() string {
 func (*ListTicketsReply) ProtoMessage() {}
 
 func (x *ListTicketsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_clonesvc_sfldpb_sfld_proto_msgTypes[20]
+	mi := &file_sfld_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +1274,7 @@ func (x *ListTicketsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTicketsReply.ProtoReflect.Descriptor instead.
 func (*ListTicketsReply) Descriptor() ([]byte, []int) {
-	return file_clonesvc_sfldpb_sfld_proto_rawDescGZIP(), []int{20}
+	return file_sfld_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListTicketsReply) GetTickets() []*Ticket {
@@ -1284,11 +1284,356 @@ func (x *ListTicketsReply) GetTickets() []*Ticket {
 	return nil
 }
 
-var File_clonesvc_sfldpb_sfld_proto protoreflect.FileDescriptor
+type RemoteClone struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	CloneId  int32                  `protobuf:"varint,1,opt,name=clone_id,json=cloneId,proto3" json:"clone_id,omitempty"`
+	Hostname string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// resume: the guestproto reply (JSON) the clone's agent waits for.
+	Resume        []byte `protobuf:"bytes,3,opt,name=resume,proto3" json:"resume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
 
-const file_clonesvc_sfldpb_sfld_proto_rawDesc = "" +
+func (x *RemoteClone) Reset() {
+	*x = RemoteClone{}
+	mi := &file_sfld_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoteClone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoteClone) ProtoMessage() {}
+
+func (x *RemoteClone) ProtoReflect() protoreflect.Message {
+	mi := &file_sfld_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoteClone.ProtoReflect.Descriptor instead.
+func (*RemoteClone) Descriptor() ([]byte, []int) {
+	return file_sfld_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RemoteClone) GetCloneId() int32 {
+	if x != nil {
+		return x.CloneId
+	}
+	return 0
+}
+
+func (x *RemoteClone) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *RemoteClone) GetResume() []byte {
+	if x != nil {
+		return x.Resume
+	}
+	return nil
+}
+
+type StartClonesRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Ticket     string                 `protobuf:"bytes,1,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	ParentHost string                 `protobuf:"bytes,2,opt,name=parent_host,json=parentHost,proto3" json:"parent_host,omitempty"`
+	ParentVm   string                 `protobuf:"bytes,3,opt,name=parent_vm,json=parentVm,proto3" json:"parent_vm,omitempty"`
+	Family     string                 `protobuf:"bytes,4,opt,name=family,proto3" json:"family,omitempty"`
+	// descriptor: the VM descriptor (clonesvc/descriptor format).
+	Descriptor_ []byte `protobuf:"bytes,5,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	// memory_server: the parent host's mcdist server (host:port, UDP);
+	// memory_group: the family's multicast group (address:port).
+	MemoryServer  string         `protobuf:"bytes,6,opt,name=memory_server,json=memoryServer,proto3" json:"memory_server,omitempty"`
+	MemoryGroup   string         `protobuf:"bytes,7,opt,name=memory_group,json=memoryGroup,proto3" json:"memory_group,omitempty"`
+	Clones        []*RemoteClone `protobuf:"bytes,8,rep,name=clones,proto3" json:"clones,omitempty"`
+	Cpus          int32          `protobuf:"varint,9,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryMib     int32          `protobuf:"varint,10,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartClonesRequest) Reset() {
+	*x = StartClonesRequest{}
+	mi := &file_sfld_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartClonesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartClonesRequest) ProtoMessage() {}
+
+func (x *StartClonesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sfld_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartClonesRequest.ProtoReflect.Descriptor instead.
+func (*StartClonesRequest) Descriptor() ([]byte, []int) {
+	return file_sfld_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *StartClonesRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *StartClonesRequest) GetParentHost() string {
+	if x != nil {
+		return x.ParentHost
+	}
+	return ""
+}
+
+func (x *StartClonesRequest) GetParentVm() string {
+	if x != nil {
+		return x.ParentVm
+	}
+	return ""
+}
+
+func (x *StartClonesRequest) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *StartClonesRequest) GetDescriptor_() []byte {
+	if x != nil {
+		return x.Descriptor_
+	}
+	return nil
+}
+
+func (x *StartClonesRequest) GetMemoryServer() string {
+	if x != nil {
+		return x.MemoryServer
+	}
+	return ""
+}
+
+func (x *StartClonesRequest) GetMemoryGroup() string {
+	if x != nil {
+		return x.MemoryGroup
+	}
+	return ""
+}
+
+func (x *StartClonesRequest) GetClones() []*RemoteClone {
+	if x != nil {
+		return x.Clones
+	}
+	return nil
+}
+
+func (x *StartClonesRequest) GetCpus() int32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *StartClonesRequest) GetMemoryMib() int32 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+type KillClonesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ticket        string                 `protobuf:"bytes,1,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillClonesRequest) Reset() {
+	*x = KillClonesRequest{}
+	mi := &file_sfld_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillClonesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillClonesRequest) ProtoMessage() {}
+
+func (x *KillClonesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sfld_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillClonesRequest.ProtoReflect.Descriptor instead.
+func (*KillClonesRequest) Descriptor() ([]byte, []int) {
+	return file_sfld_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *KillClonesRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+type CloneEndedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ticket        string                 `protobuf:"bytes,1,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	CloneId       int32                  `protobuf:"varint,2,opt,name=clone_id,json=cloneId,proto3" json:"clone_id,omitempty"`
+	Result        []byte                 `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	Killed        bool                   `protobuf:"varint,4,opt,name=killed,proto3" json:"killed,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Vm            string                 `protobuf:"bytes,6,opt,name=vm,proto3" json:"vm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloneEndedRequest) Reset() {
+	*x = CloneEndedRequest{}
+	mi := &file_sfld_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloneEndedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloneEndedRequest) ProtoMessage() {}
+
+func (x *CloneEndedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sfld_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloneEndedRequest.ProtoReflect.Descriptor instead.
+func (*CloneEndedRequest) Descriptor() ([]byte, []int) {
+	return file_sfld_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CloneEndedRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *CloneEndedRequest) GetCloneId() int32 {
+	if x != nil {
+		return x.CloneId
+	}
+	return 0
+}
+
+func (x *CloneEndedRequest) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *CloneEndedRequest) GetKilled() bool {
+	if x != nil {
+		return x.Killed
+	}
+	return false
+}
+
+func (x *CloneEndedRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CloneEndedRequest) GetVm() string {
+	if x != nil {
+		return x.Vm
+	}
+	return ""
+}
+
+type CloneEndedReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloneEndedReply) Reset() {
+	*x = CloneEndedReply{}
+	mi := &file_sfld_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloneEndedReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloneEndedReply) ProtoMessage() {}
+
+func (x *CloneEndedReply) ProtoReflect() protoreflect.Message {
+	mi := &file_sfld_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloneEndedReply.ProtoReflect.Descriptor instead.
+func (*CloneEndedReply) Descriptor() ([]byte, []int) {
+	return file_sfld_proto_rawDescGZIP(), []int{25}
+}
+
+var File_sfld_proto protoreflect.FileDescriptor
+
+const file_sfld_proto_rawDesc = "" +
 	"\n" +
-	"\x1aclonesvc/sfldpb/sfld.proto\x12\x11snowflock.sfld.v1\"\r\n" +
+	"\n" +
+	"sfld.proto\x12\x11snowflock.sfld.v1\"\r\n" +
 	"\vInfoRequest\"\x92\x01\n" +
 	"\tInfoReply\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
@@ -1385,7 +1730,37 @@ const file_clonesvc_sfldpb_sfld_proto_rawDesc = "" +
 	"\x06family\x18\a \x01(\tR\x06family\x12\x16\n" +
 	"\x06exited\x18\b \x01(\x05R\x06exited\"G\n" +
 	"\x10ListTicketsReply\x123\n" +
-	"\atickets\x18\x01 \x03(\v2\x19.snowflock.sfld.v1.TicketR\atickets2\x8b\x06\n" +
+	"\atickets\x18\x01 \x03(\v2\x19.snowflock.sfld.v1.TicketR\atickets\"\\\n" +
+	"\vRemoteClone\x12\x19\n" +
+	"\bclone_id\x18\x01 \x01(\x05R\acloneId\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x16\n" +
+	"\x06resume\x18\x03 \x01(\fR\x06resume\"\xd5\x02\n" +
+	"\x12StartClonesRequest\x12\x16\n" +
+	"\x06ticket\x18\x01 \x01(\tR\x06ticket\x12\x1f\n" +
+	"\vparent_host\x18\x02 \x01(\tR\n" +
+	"parentHost\x12\x1b\n" +
+	"\tparent_vm\x18\x03 \x01(\tR\bparentVm\x12\x16\n" +
+	"\x06family\x18\x04 \x01(\tR\x06family\x12\x1e\n" +
+	"\n" +
+	"descriptor\x18\x05 \x01(\fR\n" +
+	"descriptor\x12#\n" +
+	"\rmemory_server\x18\x06 \x01(\tR\fmemoryServer\x12!\n" +
+	"\fmemory_group\x18\a \x01(\tR\vmemoryGroup\x126\n" +
+	"\x06clones\x18\b \x03(\v2\x1e.snowflock.sfld.v1.RemoteCloneR\x06clones\x12\x12\n" +
+	"\x04cpus\x18\t \x01(\x05R\x04cpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\n" +
+	" \x01(\x05R\tmemoryMib\"+\n" +
+	"\x11KillClonesRequest\x12\x16\n" +
+	"\x06ticket\x18\x01 \x01(\tR\x06ticket\"\x9e\x01\n" +
+	"\x11CloneEndedRequest\x12\x16\n" +
+	"\x06ticket\x18\x01 \x01(\tR\x06ticket\x12\x19\n" +
+	"\bclone_id\x18\x02 \x01(\x05R\acloneId\x12\x16\n" +
+	"\x06result\x18\x03 \x01(\fR\x06result\x12\x16\n" +
+	"\x06killed\x18\x04 \x01(\bR\x06killed\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x0e\n" +
+	"\x02vm\x18\x06 \x01(\tR\x02vm\"\x11\n" +
+	"\x0fCloneEndedReply2\x8a\b\n" +
 	"\x04Sfld\x12D\n" +
 	"\x04Info\x12\x1e.snowflock.sfld.v1.InfoRequest\x1a\x1c.snowflock.sfld.v1.InfoReply\x12C\n" +
 	"\aStartVM\x12!.snowflock.sfld.v1.StartVMRequest\x1a\x15.snowflock.sfld.v1.VM\x12M\n" +
@@ -1397,22 +1772,27 @@ const file_clonesvc_sfldpb_sfld_proto_rawDesc = "" +
 	"Checkpoint\x12$.snowflock.sfld.v1.CheckpointRequest\x1a\".snowflock.sfld.v1.CheckpointReply\x12U\n" +
 	"\fCreateClones\x12&.snowflock.sfld.v1.CreateClonesRequest\x1a\x1d.snowflock.sfld.v1.CloneReply\x12D\n" +
 	"\x04Kill\x12\x1e.snowflock.sfld.v1.KillRequest\x1a\x1c.snowflock.sfld.v1.KillReply\x12Y\n" +
-	"\vListTickets\x12%.snowflock.sfld.v1.ListTicketsRequest\x1a#.snowflock.sfld.v1.ListTicketsReplyB0Z.github.com/snowflock/snowflock/clonesvc/sfldpbb\x06proto3"
+	"\vListTickets\x12%.snowflock.sfld.v1.ListTicketsRequest\x1a#.snowflock.sfld.v1.ListTicketsReply\x12S\n" +
+	"\vStartClones\x12%.snowflock.sfld.v1.StartClonesRequest\x1a\x1d.snowflock.sfld.v1.CloneReply\x12P\n" +
+	"\n" +
+	"KillClones\x12$.snowflock.sfld.v1.KillClonesRequest\x1a\x1c.snowflock.sfld.v1.KillReply\x12V\n" +
+	"\n" +
+	"CloneEnded\x12$.snowflock.sfld.v1.CloneEndedRequest\x1a\".snowflock.sfld.v1.CloneEndedReplyB0Z.github.com/snowflock/snowflock/clonesvc/sfldpbb\x06proto3"
 
 var (
-	file_clonesvc_sfldpb_sfld_proto_rawDescOnce sync.Once
-	file_clonesvc_sfldpb_sfld_proto_rawDescData []byte
+	file_sfld_proto_rawDescOnce sync.Once
+	file_sfld_proto_rawDescData []byte
 )
 
-func file_clonesvc_sfldpb_sfld_proto_rawDescGZIP() []byte {
-	file_clonesvc_sfldpb_sfld_proto_rawDescOnce.Do(func() {
-		file_clonesvc_sfldpb_sfld_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_clonesvc_sfldpb_sfld_proto_rawDesc), len(file_clonesvc_sfldpb_sfld_proto_rawDesc)))
+func file_sfld_proto_rawDescGZIP() []byte {
+	file_sfld_proto_rawDescOnce.Do(func() {
+		file_sfld_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_sfld_proto_rawDesc), len(file_sfld_proto_rawDesc)))
 	})
-	return file_clonesvc_sfldpb_sfld_proto_rawDescData
+	return file_sfld_proto_rawDescData
 }
 
-var file_clonesvc_sfldpb_sfld_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
-var file_clonesvc_sfldpb_sfld_proto_goTypes = []any{
+var file_sfld_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_sfld_proto_goTypes = []any{
 	(*InfoRequest)(nil),         // 0: snowflock.sfld.v1.InfoRequest
 	(*InfoReply)(nil),           // 1: snowflock.sfld.v1.InfoReply
 	(*StartVMRequest)(nil),      // 2: snowflock.sfld.v1.StartVMRequest
@@ -1434,60 +1814,72 @@ var file_clonesvc_sfldpb_sfld_proto_goTypes = []any{
 	(*ListTicketsRequest)(nil),  // 18: snowflock.sfld.v1.ListTicketsRequest
 	(*Ticket)(nil),              // 19: snowflock.sfld.v1.Ticket
 	(*ListTicketsReply)(nil),    // 20: snowflock.sfld.v1.ListTicketsReply
+	(*RemoteClone)(nil),         // 21: snowflock.sfld.v1.RemoteClone
+	(*StartClonesRequest)(nil),  // 22: snowflock.sfld.v1.StartClonesRequest
+	(*KillClonesRequest)(nil),   // 23: snowflock.sfld.v1.KillClonesRequest
+	(*CloneEndedRequest)(nil),   // 24: snowflock.sfld.v1.CloneEndedRequest
+	(*CloneEndedReply)(nil),     // 25: snowflock.sfld.v1.CloneEndedReply
 }
-var file_clonesvc_sfldpb_sfld_proto_depIdxs = []int32{
+var file_sfld_proto_depIdxs = []int32{
 	3,  // 0: snowflock.sfld.v1.ListVMsReply.vms:type_name -> snowflock.sfld.v1.VM
 	3,  // 1: snowflock.sfld.v1.CloneReply.clones:type_name -> snowflock.sfld.v1.VM
 	11, // 2: snowflock.sfld.v1.CloneReply.timing:type_name -> snowflock.sfld.v1.Timing
 	11, // 3: snowflock.sfld.v1.CheckpointReply.timing:type_name -> snowflock.sfld.v1.Timing
 	19, // 4: snowflock.sfld.v1.ListTicketsReply.tickets:type_name -> snowflock.sfld.v1.Ticket
-	0,  // 5: snowflock.sfld.v1.Sfld.Info:input_type -> snowflock.sfld.v1.InfoRequest
-	2,  // 6: snowflock.sfld.v1.Sfld.StartVM:input_type -> snowflock.sfld.v1.StartVMRequest
-	4,  // 7: snowflock.sfld.v1.Sfld.ListVMs:input_type -> snowflock.sfld.v1.ListVMsRequest
-	6,  // 8: snowflock.sfld.v1.Sfld.StopVM:input_type -> snowflock.sfld.v1.StopVMRequest
-	8,  // 9: snowflock.sfld.v1.Sfld.Exec:input_type -> snowflock.sfld.v1.ExecRequest
-	10, // 10: snowflock.sfld.v1.Sfld.Clone:input_type -> snowflock.sfld.v1.CloneRequest
-	13, // 11: snowflock.sfld.v1.Sfld.Checkpoint:input_type -> snowflock.sfld.v1.CheckpointRequest
-	15, // 12: snowflock.sfld.v1.Sfld.CreateClones:input_type -> snowflock.sfld.v1.CreateClonesRequest
-	16, // 13: snowflock.sfld.v1.Sfld.Kill:input_type -> snowflock.sfld.v1.KillRequest
-	18, // 14: snowflock.sfld.v1.Sfld.ListTickets:input_type -> snowflock.sfld.v1.ListTicketsRequest
-	1,  // 15: snowflock.sfld.v1.Sfld.Info:output_type -> snowflock.sfld.v1.InfoReply
-	3,  // 16: snowflock.sfld.v1.Sfld.StartVM:output_type -> snowflock.sfld.v1.VM
-	5,  // 17: snowflock.sfld.v1.Sfld.ListVMs:output_type -> snowflock.sfld.v1.ListVMsReply
-	7,  // 18: snowflock.sfld.v1.Sfld.StopVM:output_type -> snowflock.sfld.v1.StopVMReply
-	9,  // 19: snowflock.sfld.v1.Sfld.Exec:output_type -> snowflock.sfld.v1.ExecReply
-	12, // 20: snowflock.sfld.v1.Sfld.Clone:output_type -> snowflock.sfld.v1.CloneReply
-	14, // 21: snowflock.sfld.v1.Sfld.Checkpoint:output_type -> snowflock.sfld.v1.CheckpointReply
-	12, // 22: snowflock.sfld.v1.Sfld.CreateClones:output_type -> snowflock.sfld.v1.CloneReply
-	17, // 23: snowflock.sfld.v1.Sfld.Kill:output_type -> snowflock.sfld.v1.KillReply
-	20, // 24: snowflock.sfld.v1.Sfld.ListTickets:output_type -> snowflock.sfld.v1.ListTicketsReply
-	15, // [15:25] is the sub-list for method output_type
-	5,  // [5:15] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	21, // 5: snowflock.sfld.v1.StartClonesRequest.clones:type_name -> snowflock.sfld.v1.RemoteClone
+	0,  // 6: snowflock.sfld.v1.Sfld.Info:input_type -> snowflock.sfld.v1.InfoRequest
+	2,  // 7: snowflock.sfld.v1.Sfld.StartVM:input_type -> snowflock.sfld.v1.StartVMRequest
+	4,  // 8: snowflock.sfld.v1.Sfld.ListVMs:input_type -> snowflock.sfld.v1.ListVMsRequest
+	6,  // 9: snowflock.sfld.v1.Sfld.StopVM:input_type -> snowflock.sfld.v1.StopVMRequest
+	8,  // 10: snowflock.sfld.v1.Sfld.Exec:input_type -> snowflock.sfld.v1.ExecRequest
+	10, // 11: snowflock.sfld.v1.Sfld.Clone:input_type -> snowflock.sfld.v1.CloneRequest
+	13, // 12: snowflock.sfld.v1.Sfld.Checkpoint:input_type -> snowflock.sfld.v1.CheckpointRequest
+	15, // 13: snowflock.sfld.v1.Sfld.CreateClones:input_type -> snowflock.sfld.v1.CreateClonesRequest
+	16, // 14: snowflock.sfld.v1.Sfld.Kill:input_type -> snowflock.sfld.v1.KillRequest
+	18, // 15: snowflock.sfld.v1.Sfld.ListTickets:input_type -> snowflock.sfld.v1.ListTicketsRequest
+	22, // 16: snowflock.sfld.v1.Sfld.StartClones:input_type -> snowflock.sfld.v1.StartClonesRequest
+	23, // 17: snowflock.sfld.v1.Sfld.KillClones:input_type -> snowflock.sfld.v1.KillClonesRequest
+	24, // 18: snowflock.sfld.v1.Sfld.CloneEnded:input_type -> snowflock.sfld.v1.CloneEndedRequest
+	1,  // 19: snowflock.sfld.v1.Sfld.Info:output_type -> snowflock.sfld.v1.InfoReply
+	3,  // 20: snowflock.sfld.v1.Sfld.StartVM:output_type -> snowflock.sfld.v1.VM
+	5,  // 21: snowflock.sfld.v1.Sfld.ListVMs:output_type -> snowflock.sfld.v1.ListVMsReply
+	7,  // 22: snowflock.sfld.v1.Sfld.StopVM:output_type -> snowflock.sfld.v1.StopVMReply
+	9,  // 23: snowflock.sfld.v1.Sfld.Exec:output_type -> snowflock.sfld.v1.ExecReply
+	12, // 24: snowflock.sfld.v1.Sfld.Clone:output_type -> snowflock.sfld.v1.CloneReply
+	14, // 25: snowflock.sfld.v1.Sfld.Checkpoint:output_type -> snowflock.sfld.v1.CheckpointReply
+	12, // 26: snowflock.sfld.v1.Sfld.CreateClones:output_type -> snowflock.sfld.v1.CloneReply
+	17, // 27: snowflock.sfld.v1.Sfld.Kill:output_type -> snowflock.sfld.v1.KillReply
+	20, // 28: snowflock.sfld.v1.Sfld.ListTickets:output_type -> snowflock.sfld.v1.ListTicketsReply
+	12, // 29: snowflock.sfld.v1.Sfld.StartClones:output_type -> snowflock.sfld.v1.CloneReply
+	17, // 30: snowflock.sfld.v1.Sfld.KillClones:output_type -> snowflock.sfld.v1.KillReply
+	25, // 31: snowflock.sfld.v1.Sfld.CloneEnded:output_type -> snowflock.sfld.v1.CloneEndedReply
+	19, // [19:32] is the sub-list for method output_type
+	6,  // [6:19] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
-func init() { file_clonesvc_sfldpb_sfld_proto_init() }
-func file_clonesvc_sfldpb_sfld_proto_init() {
-	if File_clonesvc_sfldpb_sfld_proto != nil {
+func init() { file_sfld_proto_init() }
+func file_sfld_proto_init() {
+	if File_sfld_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_clonesvc_sfldpb_sfld_proto_rawDesc), len(file_clonesvc_sfldpb_sfld_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sfld_proto_rawDesc), len(file_sfld_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_clonesvc_sfldpb_sfld_proto_goTypes,
-		DependencyIndexes: file_clonesvc_sfldpb_sfld_proto_depIdxs,
-		MessageInfos:      file_clonesvc_sfldpb_sfld_proto_msgTypes,
+		GoTypes:           file_sfld_proto_goTypes,
+		DependencyIndexes: file_sfld_proto_depIdxs,
+		MessageInfos:      file_sfld_proto_msgTypes,
 	}.Build()
-	File_clonesvc_sfldpb_sfld_proto = out.File
-	file_clonesvc_sfldpb_sfld_proto_goTypes = nil
-	file_clonesvc_sfldpb_sfld_proto_depIdxs = nil
+	File_sfld_proto = out.File
+	file_sfld_proto_goTypes = nil
+	file_sfld_proto_depIdxs = nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/snowflock/snowflock/clonesvc"
 	"github.com/snowflock/snowflock/egosf/config"
 	"github.com/snowflock/snowflock/internal/cli"
+	"github.com/snowflock/snowflock/kvmbackend"
 )
 
 // version is set at build time (make build: -ldflags "-X main.version=…").
@@ -28,7 +29,14 @@ type globals struct {
 
 type usageError = cli.UsageError
 
-func main() { os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	// sfld re-runs itself to start QEMU under a seccomp filter (see
+	// kvmbackend.LauncherMain): that is not a subcommand for people.
+	if len(os.Args) > 1 && os.Args[1] == kvmbackend.LauncherArg {
+		os.Exit(kvmbackend.LauncherMain(os.Args[2:]))
+	}
+	os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr))
+}
 
 func execute(args []string, stdout, stderr io.Writer) int {
 	g := &globals{stdout: stdout, stderr: stderr}

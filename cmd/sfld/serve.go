@@ -52,9 +52,16 @@ func (g *globals) serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	peerTLS, err := pki.LoadClientTLS(l.daemon.TLSDir, l.daemon.Name)
+	if err != nil {
+		return fmt.Errorf("this host's certificate as a client of other hosts: %w", err)
+	}
+	peers := daemonapi.NewPeers(peerTLS)
+	defer peers.Close()
 	svc, err := clonesvc.New(ctx, clonesvc.Config{
 		Host: l.daemon.Name, StateDir: l.stateDir(), Backend: backend, Allocator: alloc.Allocator(),
 		Lease: l.daemon.Lease, RequestTimeout: l.daemon.RequestTimeout, Log: g.Log, Version: version,
+		Peers: peers, Address: l.daemon.Address, MemoryGroupPort: l.daemon.MemoryGroupPort, FetchTimeout: l.daemon.FetchTimeout,
 	})
 	if err != nil {
 		return err

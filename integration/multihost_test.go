@@ -1,0 +1,165 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/snowflock/snowflock/integration/hostbed"
+)
+
+// multiHost starts a bed of n hosts (2 slots each, one shared pool) and
+// boots a parent VM on h1.
+func multiHost(t *testing.T, n int) (*hostbed.Bed, string) {
+	t.Helper()
+	b := hostbed.Up(t, hostbed.Options{
+		Hosts: n, Bin: tb.bin, Slots: 2,
+		Kernel: filepath.Join(tb.root, "build/guest/vmlinuz"), Initrd: filepath.Join(tb.root, "build/guest/initrd.img"),
+	})
+	out, err := b.Sfctl("h1", "vm", "start", "--name", "mh", "--wait", "--json")
+	if err != nil {
+		t.Fatalf("boot the parent on h1: %v\n%s", err, b.Log("h1"))
+	}
+	var vm struct{ ID string }
+	if err := json.Unmarshal(out, &vm); err != nil || vm.ID == "" {
+		t.Fatalf("vm start --json printed %q: %v", out, err)
+	}
+	return b, vm.ID
+}
+
+// vmsOn lists the VMs of host h.
+func vmsOn(t *testing.T, b *hostbed.Bed, h string) []map[string]any {
+	t.Helper()
+	out, err := b.Sfctl(h, "vm", "list", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v []map[string]any
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("%s vm list: %q: %v", h, out, err)
+	}
+	return v
+}
+
+// primes runs sfprimes in the parent and returns VMs and primes counted.
+func primes(t *testing.T, b *hostbed.Bed, parent string, args ...string) (vms, count int) {
+	t.Helper()
+	out, err := b.Sfctl("h1", append([]string{"vm", "exec", parent, "--", "sfprimes", "--json"}, args...)...)
+	if err != nil {
+		t.Fatalf("sfprimes %v: %v\n%s\nh1:\n%s\nh2:\n%s", args, err, out, b.Log("h1"), b.Log("h2"))
+	}
+	var r struct {
+		VMs    int `json:"vms"`
+		Primes int `json:"primes"`
+	}
+	if err := json.Unmarshal(lastJSONLine(out), &r); err != nil {
+		t.Fatalf("sfprimes printed %q: %v", out, err)
+	}
+	return r.VMs, r.Primes
+}
+
+// TestClonesOnThreeHosts: a parent on h1 forks 5 clones over 3 hosts (2
+// slots each: 2 clones stay on h1, the others go to h2 and h3, their memory
+// fetched on demand through mcdist); the job's answer equals the single-VM
+// one; operator clones land on the other hosts and answer there; killing
+// the ticket removes them everywhere.
+func TestClonesOnThreeHosts(t *testing.T) {
+	b, parent := multiHost(t, 3)
+	_, want := primes(t, b, parent, "-single", "-upto", "2000000")
+	vms, got := primes(t, b, parent, "-n", "6", "-upto", "2000000")
+	if vms != 6 || got != want {
+		t.Fatalf("%d VMs counted %d primes; a single VM counted %d", vms, got, want)
+	}
+
+	out, err := b.Sfctl("h1", "clone", parent, "-n", "6", "--json")
+	if err != nil {
+		t.Fatalf("clone: %v\n%s", err, b.Log("h2"))
+	}
+	var r struct {
+		Ticket string `json:"ticket"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Sfctl("h1", "kill", r.Ticket) })
+	for _, h := range []string{"h2", "h3"} {
+		vms := vmsOn(t, b, h)
+		if len(vms) == 0 {
+			t.Fatalf("no clone on %s", h)
+		}
+		id := vms[0]["id"].(string)
+		host, err := b.Sfctl(h, "vm", "exec", id, "--", "hostname")
+		if err != nil || strings.TrimSpace(string(host)) != vms[0]["hostname"] {
+			t.Errorf("clone %s on %s: hostname %q, %v; want %v", id, h, host, err, vms[0]["hostname"])
+		}
+	}
+	if _, err := b.Sfctl("h1", "kill", r.Ticket); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(vmsOn(t, b, "h2")) == 0 && len(vmsOn(t, b, "h3")) == 0 })
+}
+
+// TestClonesSurvivePacketLoss: with 10% of h3's packets lost, every clone
+// still finishes with the right answer (mcdist retries).
+func TestClonesSurvivePacketLoss(t *testing.T) {
+	b, parent := multiHost(t, 3)
+	_, want := primes(t, b, parent, "-single", "-upto", "1000000")
+	if err := b.Netem("h3", "loss 10%"); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Netem("h3", "clear")
+	vms, got := primes(t, b, parent, "-n", "6", "-upto", "1000000")
+	if vms != 6 || got != want {
+		t.Fatalf("with loss on h3: %d VMs counted %d primes; a single VM counted %d", vms, got, want)
+	}
+}
+
+// TestMemoryServerLost: when the parent host's sfld (and with it the
+// memory server) dies, a clone on another host that needs a page fails
+// within the fetch bound and is stopped; nothing of it is left.
+func TestMemoryServerLost(t *testing.T) {
+	b, parent := multiHost(t, 2)
+	if _, err := b.Sfctl("h1", "clone", parent, "-n", "4", "--json"); err != nil {
+		t.Fatal(err)
+	}
+	remote := vmsOn(t, b, "h2")
+	if len(remote) == 0 {
+		t.Fatal("no clone on h2")
+	}
+	if err := syscall.Kill(b.Host("h1").PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Make the clone touch memory it never had: its faults go unanswered.
+	go b.Sfctl("h2", "vm", "exec", remote[0]["id"].(string), "--", "sfprimes", "-single", "-upto", "20000000")
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(vmsOn(t, b, "h2")) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the clones on h2 still run 2 minutes after the memory server died:\n%s", b.Log("h2"))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if mounts := mountsUnder(t, b.Dir); len(mounts) > 0 {
+		t.Errorf("mounts left: %v", mounts)
+	}
+}
+
+// mountsUnder lists the mount points below dir.
+func mountsUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
