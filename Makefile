@@ -54,7 +54,7 @@ guest:
 
 ## test: install what is needed, lint, then run every test (root, real processes, real QEMU)
 test: deps lint guest
-	$(GO) test $(GOFLAGS_TEST) -count=1 ./...
+	$(GO) test $(GOFLAGS_TEST) -count=1 -timeout 30m ./...
 
 ## bench: run the benchmarks and print their figures against in-run baselines
 # Benchmarks that start VMs run VMBENCHTIME iterations; Slurm grants take

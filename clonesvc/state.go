@@ -52,6 +52,9 @@ type VMRecord struct {
 	CloneID    int     `json:"clone_id,omitempty"`
 	Family     string  `json:"family,omitempty"`
 	StartMS    float64 `json:"start_ms,omitempty"`
+	// FetchedBytes is what this host fetched of the clone's family's
+	// memory from its parent's host (filled when listed, not stored).
+	FetchedBytes uint64 `json:"-"`
 	// Resume is the reply the clone's agent is waiting for (to the clone or
 	// checkpoint_parent request it was cloned inside); sent once the
 	// channel is up, then cleared.

@@ -208,7 +208,11 @@ func (s *Service) ListVMs() []VMRecord {
 	s.mu.Lock()
 	out := make([]VMRecord, 0, len(s.vms))
 	for _, e := range s.vms {
-		out = append(out, e.record())
+		r := e.record()
+		if ft, ok := s.taps[r.Family]; ok && r.ParentHost != "" {
+			r.FetchedBytes = ft.tap.Stats().BytesFetched
+		}
+		out = append(out, r)
 	}
 	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b VMRecord) int { return a.Created.Compare(b.Created) })

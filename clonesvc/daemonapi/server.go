@@ -191,6 +191,7 @@ func vmpb(r clonesvc.VMRecord) *sfldpb.VM {
 		Id: r.ID, Name: r.Name, Hostname: r.Hostname, State: r.State, Role: r.Role, Parent: r.Parent,
 		Ticket: r.Ticket, CloneId: int32(r.CloneID), Family: r.Family, Console: consolePath(r),
 		CreatedUnixMs: r.Created.UnixMilli(), Cpus: int32(r.Spec.CPUs), MemoryMib: int32(r.Spec.MemoryMiB), StartMs: r.StartMS,
+		FetchedBytes: int64(r.FetchedBytes),
 	}
 }
 

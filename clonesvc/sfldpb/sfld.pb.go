@@ -250,7 +250,11 @@ type VM struct {
 	Cpus          int32  `protobuf:"varint,12,opt,name=cpus,proto3" json:"cpus,omitempty"`
 	MemoryMib     int32  `protobuf:"varint,13,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
 	// start_ms: for a clone, launch to running in milliseconds.
-	StartMs       float64 `protobuf:"fixed64,14,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
+	StartMs float64 `protobuf:"fixed64,14,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
+	// fetched_bytes: for a clone of another host's VM, how much of its
+	// family's memory this host fetched so far (shared by the family's
+	// clones here).
+	FetchedBytes  int64 `protobuf:"varint,15,opt,name=fetched_bytes,json=fetchedBytes,proto3" json:"fetched_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -379,6 +383,13 @@ func (x *VM) GetMemoryMib() int32 {
 func (x *VM) GetStartMs() float64 {
 	if x != nil {
 		return x.StartMs
+	}
+	return 0
+}
+
+func (x *VM) GetFetchedBytes() int64 {
+	if x != nil {
+		return x.FetchedBytes
 	}
 	return 0
 }
@@ -1651,7 +1662,7 @@ const file_sfld_proto_rawDesc = "" +
 	"\x06initrd\x18\x05 \x01(\tR\x06initrd\x12\x16\n" +
 	"\x06append\x18\x06 \x01(\tR\x06append\x12\x1d\n" +
 	"\n" +
-	"wait_ready\x18\a \x01(\bR\twaitReady\"\xe1\x02\n" +
+	"wait_ready\x18\a \x01(\bR\twaitReady\"\x86\x03\n" +
 	"\x02VM\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -1668,7 +1679,8 @@ const file_sfld_proto_rawDesc = "" +
 	"\x04cpus\x18\f \x01(\x05R\x04cpus\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\r \x01(\x05R\tmemoryMib\x12\x19\n" +
-	"\bstart_ms\x18\x0e \x01(\x01R\astartMs\"\x10\n" +
+	"\bstart_ms\x18\x0e \x01(\x01R\astartMs\x12#\n" +
+	"\rfetched_bytes\x18\x0f \x01(\x03R\ffetchedBytes\"\x10\n" +
 	"\x0eListVMsRequest\"7\n" +
 	"\fListVMsReply\x12'\n" +
 	"\x03vms\x18\x01 \x03(\v2\x15.snowflock.sfld.v1.VMR\x03vms\"\x1f\n" +

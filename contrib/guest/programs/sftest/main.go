@@ -40,9 +40,19 @@ var scenarios = map[string]scenario{
 	"kill":          kill,
 	"checkpoint":    checkpoint,
 	"create-clones": createClones,
+	"dirty-free":    dirtyFree,
+	"touch-free":    touchFree,
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "__dirty" {
+		mib, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			os.Exit(2)
+		}
+		dirty(mib)
+		return
+	}
 	if len(os.Args) < 2 || scenarios[os.Args[1]] == nil {
 		fmt.Fprintln(os.Stderr, "usage: sftest ids|diverge|isolation|random|join|kill N | checkpoint [N] | create-clones CHECKPOINT N")
 		os.Exit(2)

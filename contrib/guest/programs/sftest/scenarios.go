@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/snowflock/snowflock/contrib/guest/programs/internal/family"
@@ -233,4 +235,55 @@ func kill(ctx context.Context, g *egosf.Guest, args []string) (any, error) {
 		return nil, err
 	}
 	return map[string]any{"granted": f.Ticket.Granted, "ok": true, "kill_ms": time.Since(start).Milliseconds()}, nil
+}
+
+// dirtyFree [MiB]: dirties MiB of memory with a pattern in a child process
+// that then exits (its pages go back to the kernel, zeroed by
+// init_on_free=1) and drops the page cache. Run in a parent before it is
+// cloned: the freed memory is zero at the checkpoint and never fetched.
+func dirtyFree(_ context.Context, _ *egosf.Guest, args []string) (any, error) {
+	mib, err := count(args, 0)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("/proc/self/exe", "__dirty", strconv.Itoa(mib))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("dirty child: %v: %s", err, out)
+	}
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200); err != nil {
+		return nil, fmt.Errorf("drop caches: %w", err)
+	}
+	return map[string]any{"freed_mib": mib}, nil
+}
+
+// dirty fills MiB of fresh memory with 0xA5 and returns (the process then
+// exits and frees it).
+func dirty(mib int) {
+	buf := make([]byte, mib<<20)
+	for i := range buf {
+		buf[i] = 0xA5
+	}
+	runtime.KeepAlive(buf)
+}
+
+// touchFree [MiB]: allocates MiB of fresh memory, checks it reads as
+// zeros (what a program must see whatever the host did with the pages),
+// then writes and reads back a pattern.
+func touchFree(_ context.Context, _ *egosf.Guest, args []string) (any, error) {
+	mib, err := count(args, 0)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, mib<<20)
+	zero := true
+	for i := 0; i < len(buf); i += 512 {
+		if buf[i] != 0 {
+			zero = false
+			break
+		}
+	}
+	fill(buf, 0x5A)
+	pattern := uniform(buf) == "\x5a"
+	runtime.KeepAlive(buf)
+	return map[string]any{"mib": mib, "zero": zero, "pattern_ok": pattern}, nil
 }
