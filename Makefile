@@ -10,13 +10,30 @@ GOFLAGS_TEST ?= -race
 BENCHTIME ?= 2000x
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps test lint bench demo fuzz proto clean help guest slurm-up slurm-down
+.PHONY: all build deps test lint bench demo fuzz proto clean help guest slurm-up slurm-down libegosf install
 
 all: build
 
 ## build: compile every command, plugin and the EGO simulator into bin/
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/... $(CONTRIB_BINS)
+
+## libegosf: build the C library (bindings/c) into build/libegosf/libegosf.so
+LIBEGOSF := build/libegosf/libegosf.so
+libegosf:
+	$(GO) build -buildmode=c-shared -o $(LIBEGOSF) ./bindings/c
+	@rm -f $(basename $(LIBEGOSF)).h  # cgo's generated header: bindings/c/egosf.h is the API
+
+## install: install libegosf under PREFIX (default /usr/local): lib/libegosf.so, include/egosf.h, lib/pkgconfig/libegosf.pc
+PREFIX ?= /usr/local
+install: libegosf
+	install -d $(DESTDIR)$(abspath $(PREFIX))/lib/pkgconfig $(DESTDIR)$(abspath $(PREFIX))/include
+	install -m 0755 $(LIBEGOSF) $(DESTDIR)$(abspath $(PREFIX))/lib/libegosf.so
+	install -m 0644 bindings/c/egosf.h $(DESTDIR)$(abspath $(PREFIX))/include/egosf.h
+	sed -e 's|@PREFIX@|$(abspath $(PREFIX))|' -e 's|@VERSION@|$(VERSION)|' bindings/c/libegosf.pc.in \
+	  > $(DESTDIR)$(abspath $(PREFIX))/lib/pkgconfig/libegosf.pc
+	@# the dynamic linker's cache knows the system prefixes only after ldconfig
+	@case "$(DESTDIR)$(abspath $(PREFIX))" in /usr|/usr/local) [ "$$(id -u)" = 0 ] && ldconfig || true;; esac
 
 # Binaries built from contrib/: the example allocator plugin (hostfile) and the EGO simulator.
 CONTRIB_BINS := ./contrib/sfalloc-plugin-hostfile ./contrib/egosim
