@@ -10,7 +10,7 @@ GOFLAGS_TEST ?= -race
 BENCHTIME ?= 2000x
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps test lint bench demo fuzz proto clean help guest slurm-up slurm-down libegosf install
+.PHONY: all build deps test lint bench demo fuzz proto clean help guest slurm-up slurm-down hosts-up hosts-down libegosf install
 
 all: build
 
@@ -93,9 +93,22 @@ fuzz:
 	  done; \
 	done
 
-## demo: the main job on the embedded default configuration
+## demo: the main job on the embedded default configuration (HOSTS=4: across 4 hosts)
+HOSTS ?= 1
 demo: deps build guest
-	@contrib/demo/run
+	@HOSTS=$(HOSTS) contrib/demo/run
+
+## hosts-up: start BED_HOSTS SnowFlock hosts here (network namespaces on a bridge, one sfld each; root)
+BED_HOSTS ?= 4
+HOSTS_PREFIX ?= sfhosts
+HOSTS_SUBNET ?= 10.77.0.0/24
+hosts-up: build guest
+	@contrib/testbed/hosts/testbed up $(BED_HOSTS) --prefix $(HOSTS_PREFIX) --subnet $(HOSTS_SUBNET) --bin $(BIN) \
+	  --kernel build/guest/vmlinuz --initrd build/guest/initrd.img
+
+## hosts-down: stop the test hosts and remove their namespaces and files
+hosts-down:
+	@contrib/testbed/hosts/testbed down --prefix $(HOSTS_PREFIX)
 
 ## slurm-up: start a real Slurm test cluster here (root; see contrib/testbed/slurm/testbed)
 SLURM_NODES ?= 4
