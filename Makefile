@@ -83,6 +83,7 @@ bench: deps guest
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) $$($(GO) list ./... | grep -v -e /kvmbackend -e /integration -e '/allocator/slurm$$')
 	$(GO) test -run '^$$' -bench . -benchtime $(SLURM_BENCHTIME) ./allocator/slurm
 	$(GO) test -run '^$$' -bench . -benchtime $(VMBENCHTIME) $(VMBENCH_PKGS)
+	$(GO) test -run '^$$' -bench MultiHost -benchtime 1x -timeout 30m ./integration/
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 FUZZTIME ?= 30s

@@ -18,6 +18,7 @@ import (
 // memoryServer serves one family's frozen memory to the hosts of its
 // clones (the parent's host).
 type memoryServer struct {
+	srv    *mcdist.Server
 	ep     MemoryEndpoint
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -69,7 +70,7 @@ func (s *Service) serveFamily(ctx context.Context, cp *CheckpointRecord) (Memory
 	group := s.familyGroup(cp.Family)
 	srv, err := mcdist.NewServer(mcdist.ServerConfig{
 		FamilyID: cp.Family, Key: key, Image: image, Pages: region.Size / uint64(region.PageSize), Zero: region.Zero,
-		Listen: netip.AddrPortFrom(addr, uint16(port)), Group: group,
+		Listen: netip.AddrPortFrom(addr, uint16(port)), Group: group, Unicast: s.cfg.MemoryUnicast,
 	})
 	if err != nil {
 		image.Close()
@@ -77,6 +78,7 @@ func (s *Service) serveFamily(ctx context.Context, cp *CheckpointRecord) (Memory
 	}
 	sctx, cancel := context.WithCancel(s.ctx)
 	ms := &memoryServer{
+		srv:    srv,
 		ep:     MemoryEndpoint{Server: netip.AddrPortFrom(addr, uint16(port)).String(), Group: group.String()},
 		cancel: cancel, done: make(chan struct{}), image: image,
 	}

@@ -46,8 +46,11 @@ type Config struct {
 	// waits for a memory server that stopped answering (default 10 s).
 	MemoryGroupPort int
 	FetchTimeout    time.Duration
-	Log             zerolog.Logger
-	Version         string
+	// MemoryUnicast turns mcdist's multicast off: every page goes to the
+	// host that asked alone (the baseline mcdist is measured against).
+	MemoryUnicast bool
+	Log           zerolog.Logger
+	Version       string
 }
 
 // Service is the clone service of one host.

@@ -83,10 +83,13 @@ type TicketRecord struct {
 	Slots []allocator.Slot `json:"slots,omitempty"`
 	// Clones are the running clones' VM IDs; Remote describes those on
 	// other hosts.
-	Clones  []string             `json:"clones,omitempty"`
-	Remote  map[string]RemoteRef `json:"remote,omitempty"`
-	Exits   []Exit               `json:"exits,omitempty"`
-	Created time.Time            `json:"created"`
+	Clones []string             `json:"clones,omitempty"`
+	Remote map[string]RemoteRef `json:"remote,omitempty"`
+	Exits  []Exit               `json:"exits,omitempty"`
+	// MemoryBytesSent is what this host's memory server sent for the
+	// ticket's family so far (filled when listed, not stored).
+	MemoryBytesSent uint64    `json:"-"`
+	Created         time.Time `json:"created"`
 }
 
 // Exit is one clone's end.

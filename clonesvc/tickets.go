@@ -112,7 +112,11 @@ func (s *Service) ListTickets() []TicketRecord {
 	s.mu.Lock()
 	out := make([]TicketRecord, 0, len(s.tickets))
 	for _, t := range s.tickets {
-		out = append(out, t.rec)
+		r := t.rec
+		if ms, ok := s.servers[r.Family]; ok && r.Family != "" {
+			r.MemoryBytesSent = ms.srv.Stats().BytesSent
+		}
+		out = append(out, r)
 	}
 	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b TicketRecord) int { return a.Created.Compare(b.Created) })

@@ -258,7 +258,7 @@ func freePort() (int, error) {
 func fmtSscan(s string, v *int) (int, error) { return fmt.Sscan(s, v) }
 
 // waitFor polls cond for up to 30 s.
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {

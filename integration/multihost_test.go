@@ -16,12 +16,16 @@ import (
 
 // multiHost starts a bed of n hosts (2 slots each, one shared pool) and
 // boots a parent VM on h1.
-func multiHost(t *testing.T, n int) (*hostbed.Bed, string) {
+func multiHost(t testing.TB, n int, opts ...func(*hostbed.Options)) (*hostbed.Bed, string) {
 	t.Helper()
-	b := hostbed.Up(t, hostbed.Options{
+	o := hostbed.Options{
 		Hosts: n, Bin: tb.bin, Slots: 2,
 		Kernel: filepath.Join(tb.root, "build/guest/vmlinuz"), Initrd: filepath.Join(tb.root, "build/guest/initrd.img"),
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	b := hostbed.Up(t, o)
 	out, err := b.Sfctl("h1", "vm", "start", "--name", "mh", "--wait", "--json")
 	if err != nil {
 		t.Fatalf("boot the parent on h1: %v\n%s", err, b.Log("h1"))
@@ -34,7 +38,7 @@ func multiHost(t *testing.T, n int) (*hostbed.Bed, string) {
 }
 
 // vmsOn lists the VMs of host h.
-func vmsOn(t *testing.T, b *hostbed.Bed, h string) []map[string]any {
+func vmsOn(t testing.TB, b *hostbed.Bed, h string) []map[string]any {
 	t.Helper()
 	out, err := b.Sfctl(h, "vm", "list", "--json")
 	if err != nil {

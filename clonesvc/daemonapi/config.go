@@ -26,11 +26,14 @@ type Config struct {
 	// FetchTimeout bounds a clone's wait for a page (defaults 7469, 10s).
 	MemoryGroupPort int           `mapstructure:"memory_group_port" json:"memory_group_port"`
 	FetchTimeout    time.Duration `mapstructure:"fetch_timeout" json:"fetch_timeout"`
-	Name            string        `mapstructure:"name" json:"name"`
-	TLSDir          string        `mapstructure:"tls_dir" json:"tls_dir"`
-	Hypervisor      string        `mapstructure:"hypervisor" json:"hypervisor"`
-	Lease           time.Duration `mapstructure:"lease" json:"lease"`
-	RequestTimeout  time.Duration `mapstructure:"request_timeout" json:"request_timeout"`
+	// MemoryUnicast turns mcdist's multicast off (the baseline of the
+	// benchmarks): every page goes to the host that asked alone.
+	MemoryUnicast  bool          `mapstructure:"memory_unicast" json:"memory_unicast"`
+	Name           string        `mapstructure:"name" json:"name"`
+	TLSDir         string        `mapstructure:"tls_dir" json:"tls_dir"`
+	Hypervisor     string        `mapstructure:"hypervisor" json:"hypervisor"`
+	Lease          time.Duration `mapstructure:"lease" json:"lease"`
+	RequestTimeout time.Duration `mapstructure:"request_timeout" json:"request_timeout"`
 	// Backends' sections, undecoded (sfld decodes the one it runs).
 	KVM map[string]any `mapstructure:"kvm" json:"kvm,omitempty"`
 }

@@ -181,6 +181,7 @@ func (s *Server) ListTickets(ctx context.Context, _ *sfldpb.ListTicketsRequest) 
 		out.Tickets = append(out.Tickets, &sfldpb.Ticket{
 			Id: t.ID, Owner: t.Owner, Allocation: t.Allocation, Granted: int32(t.Granted),
 			State: t.State, Clones: t.Clones, Family: t.Family, Exited: int32(len(t.Exits)),
+			MemoryBytesSent: int64(t.MemoryBytesSent),
 		})
 	}
 	return out, nil

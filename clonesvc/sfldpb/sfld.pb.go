@@ -1152,17 +1152,20 @@ func (*ListTicketsRequest) Descriptor() ([]byte, []int) {
 }
 
 type Ticket struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Owner         string                 `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
-	Allocation    string                 `protobuf:"bytes,3,opt,name=allocation,proto3" json:"allocation,omitempty"`
-	Granted       int32                  `protobuf:"varint,4,opt,name=granted,proto3" json:"granted,omitempty"`
-	State         string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
-	Clones        []string               `protobuf:"bytes,6,rep,name=clones,proto3" json:"clones,omitempty"`
-	Family        string                 `protobuf:"bytes,7,opt,name=family,proto3" json:"family,omitempty"`
-	Exited        int32                  `protobuf:"varint,8,opt,name=exited,proto3" json:"exited,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Owner      string                 `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	Allocation string                 `protobuf:"bytes,3,opt,name=allocation,proto3" json:"allocation,omitempty"`
+	Granted    int32                  `protobuf:"varint,4,opt,name=granted,proto3" json:"granted,omitempty"`
+	State      string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	Clones     []string               `protobuf:"bytes,6,rep,name=clones,proto3" json:"clones,omitempty"`
+	Family     string                 `protobuf:"bytes,7,opt,name=family,proto3" json:"family,omitempty"`
+	Exited     int32                  `protobuf:"varint,8,opt,name=exited,proto3" json:"exited,omitempty"`
+	// memory_bytes_sent: what this host's memory server sent for the
+	// ticket's family (clones on other hosts fetching memory).
+	MemoryBytesSent int64 `protobuf:"varint,9,opt,name=memory_bytes_sent,json=memoryBytesSent,proto3" json:"memory_bytes_sent,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Ticket) Reset() {
@@ -1247,6 +1250,13 @@ func (x *Ticket) GetFamily() string {
 func (x *Ticket) GetExited() int32 {
 	if x != nil {
 		return x.Exited
+	}
+	return 0
+}
+
+func (x *Ticket) GetMemoryBytesSent() int64 {
+	if x != nil {
+		return x.MemoryBytesSent
 	}
 	return 0
 }
@@ -1729,7 +1739,7 @@ const file_sfld_proto_rawDesc = "" +
 	"\x06ticket\x18\x01 \x01(\tR\x06ticket\"#\n" +
 	"\tKillReply\x12\x16\n" +
 	"\x06killed\x18\x01 \x01(\x05R\x06killed\"\x14\n" +
-	"\x12ListTicketsRequest\"\xc6\x01\n" +
+	"\x12ListTicketsRequest\"\xf2\x01\n" +
 	"\x06Ticket\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x1e\n" +
@@ -1740,7 +1750,8 @@ const file_sfld_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\tR\x05state\x12\x16\n" +
 	"\x06clones\x18\x06 \x03(\tR\x06clones\x12\x16\n" +
 	"\x06family\x18\a \x01(\tR\x06family\x12\x16\n" +
-	"\x06exited\x18\b \x01(\x05R\x06exited\"G\n" +
+	"\x06exited\x18\b \x01(\x05R\x06exited\x12*\n" +
+	"\x11memory_bytes_sent\x18\t \x01(\x03R\x0fmemoryBytesSent\"G\n" +
 	"\x10ListTicketsReply\x123\n" +
 	"\atickets\x18\x01 \x03(\v2\x19.snowflock.sfld.v1.TicketR\atickets\"\\\n" +
 	"\vRemoteClone\x12\x19\n" +

@@ -62,6 +62,7 @@ func (g *globals) serve(ctx context.Context) error {
 		Host: l.daemon.Name, StateDir: l.stateDir(), Backend: backend, Allocator: alloc.Allocator(),
 		Lease: l.daemon.Lease, RequestTimeout: l.daemon.RequestTimeout, Log: g.Log, Version: version,
 		Peers: peers, Address: l.daemon.Address, MemoryGroupPort: l.daemon.MemoryGroupPort, FetchTimeout: l.daemon.FetchTimeout,
+		MemoryUnicast: l.daemon.MemoryUnicast,
 	})
 	if err != nil {
 		return err

@@ -59,8 +59,13 @@ type Options struct {
 	// Dir holds everything of the bed (default: /run/snowflock-hosts/PREFIX).
 	Dir string
 	// Slots is each host's slot count in the shared static pool (default
-	// DefaultSlots).
-	Slots int
+	// DefaultSlots); SlotsPerHost, when set, gives each host its own (a
+	// host with 0 is left out of the pool).
+	Slots        int
+	SlotsPerHost []int
+	// MemoryUnicast runs the sflds with mcdist's multicast off (the
+	// baseline of the benchmarks).
+	MemoryUnicast bool
 	// Kernel and Initrd are the hosts' default guest kernel and initramfs
 	// (sfld.kvm.kernel/initrd); empty leaves them out.
 	Kernel, Initrd string
@@ -143,8 +148,19 @@ func start(opts Options, logf func(string, ...any)) (*Bed, error) {
 	if opts.Script == "" {
 		opts.Script = DefaultScript()
 	}
+	slots := strconv.Itoa(opts.Slots)
+	if len(opts.SlotsPerHost) > 0 {
+		var per []string
+		for _, n := range opts.SlotsPerHost {
+			per = append(per, strconv.Itoa(n))
+		}
+		slots = strings.Join(per, ",")
+	}
 	args := []string{"up", strconv.Itoa(opts.Hosts), "--prefix", opts.Prefix, "--subnet", opts.Subnet,
-		"--bin", bin, "--slots", strconv.Itoa(opts.Slots)}
+		"--bin", bin, "--slots", slots}
+	if opts.MemoryUnicast {
+		args = append(args, "--memory-unicast")
+	}
 	if opts.Dir != "" {
 		args = append(args, "--dir", opts.Dir)
 	}
