@@ -223,3 +223,32 @@ func TestFreedMemoryNotFetched(t *testing.T) {
 		t.Errorf("allocating 96 MiB that was free at the checkpoint fetched %d MiB", (after-before)>>20)
 	}
 }
+
+// TestLateHostFetchesLittle: a host whose clone runs a job after another
+// host's clone ran the same job fetches almost nothing: it heard the pages
+// the other host asked for (mcdist multicast) and kept them.
+func TestLateHostFetchesLittle(t *testing.T) {
+	b, parent := multiHost(t, 3, func(o *hostbed.Options) { o.SlotsPerHost = []int{0, 1, 1} })
+	ticket := cloneAndWait(t, b, parent, 2)
+	t.Cleanup(func() { b.Sfctl("h1", "kill", ticket) })
+	clones := clonesOf(t, b, ticket)
+	if len(clones) != 2 || clones[0].host == clones[1].host {
+		t.Fatalf("clones %v: want one on h2 and one on h3", clones)
+	}
+	first, late := clones[0], clones[1]
+	f0, l0 := fetchedOf(t, b, first.host, first.id), fetchedOf(t, b, late.host, late.id)
+	jobMS(t, b, first.host, first.id)
+	f1, l1 := fetchedOf(t, b, first.host, first.id), fetchedOf(t, b, late.host, late.id)
+	jobMS(t, b, late.host, late.id)
+	l2 := fetchedOf(t, b, late.host, late.id)
+	t.Logf("%s fetched %.1f MiB for the job; %s then fetched %.1f MiB for the same job (%.1f MiB while the first ran)",
+		first.host, mib(f1-f0), late.host, mib(l2-l1), mib(l1-l0))
+	if f1-f0 < 1<<20 {
+		t.Fatalf("the first host fetched only %d bytes for the job: nothing to compare", f1-f0)
+	}
+	if l2-l1 > (f1-f0)/4 {
+		t.Errorf("the late host fetched %.1f MiB for a job the first host fetched %.1f MiB for", mib(l2-l1), mib(f1-f0))
+	}
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
