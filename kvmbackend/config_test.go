@@ -35,7 +35,7 @@ func TestCommandLine(t *testing.T) {
 	for _, want := range []string{
 		"-accel kvm", "-machine microvm,memory-backend=mem,pit=on,pic=on,rtc=on",
 		"mem-path=/d,,x/mem,share=off", "-device virtio-serial-device,id=vser",
-		"-append console=ttyS0 lpj=4000000 sf.hostname=h1 quiet", "-incoming defer",
+		"-append console=ttyS0 init_on_free=1 lpj=4000000 sf.hostname=h1 quiet", "-incoming defer",
 		"path=/d,,x/guest.sock,server=on,wait=off", "-no-reboot",
 	} {
 		if !strings.Contains(args, want) {
