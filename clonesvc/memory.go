@@ -59,8 +59,13 @@ func (s *Service) serveFamily(ctx context.Context, cp *CheckpointRecord) (Memory
 	}
 	var key descriptor.Key
 	copy(key[:], cp.Key)
-	// Listen on an ephemeral port of this host's address.
-	lis, err := net.ListenUDP("udp4", &net.UDPAddr{IP: addr.AsSlice()})
+	// The port the family's server had before (an sfld restart), else an
+	// ephemeral port of this host's address.
+	want := 0
+	if prev, err := netip.ParseAddrPort(cp.MemoryServer); err == nil {
+		want = int(prev.Port())
+	}
+	lis, err := net.ListenUDP("udp4", &net.UDPAddr{IP: addr.AsSlice(), Port: want})
 	if err != nil {
 		image.Close()
 		return MemoryEndpoint{}, fmt.Errorf("memory server: %w", err)
@@ -91,6 +96,10 @@ func (s *Service) serveFamily(ctx context.Context, cp *CheckpointRecord) (Memory
 	s.mu.Lock()
 	s.servers[cp.Family] = ms
 	s.mu.Unlock()
+	if cp.MemoryServer != ms.ep.Server {
+		cp.MemoryServer = ms.ep.Server
+		s.store.put(bucketCheckpoints, cp.ID, cp)
+	}
 	s.log.Info().Str("family", cp.Family).Str("server", ms.ep.Server).Str("group", ms.ep.Group).Msg("memory server up")
 	return ms.ep, nil
 }

@@ -61,6 +61,7 @@ func (s *Service) recover(ctx context.Context) error {
 	for _, rec := range tickets {
 		s.recoverTicket(ctx, rec)
 	}
+	s.recoverMemoryServers(ctx)
 	// Clones whose ticket is gone cannot be joined: stop them.
 	for _, rec := range s.ListVMs() {
 		if rec.Role != RoleClone {
@@ -133,6 +134,9 @@ func (s *Service) recoverTicket(ctx context.Context, rec TicketRecord) {
 			return
 		}
 	}
+	for id := range rec.Remote {
+		alive = append(alive, id) // on other hosts: they report their end
+	}
 	for _, id := range rec.Clones {
 		if !slices.Contains(alive, id) {
 			t.rec.Exits = append(t.rec.Exits, Exit{CloneID: -1, Killed: true, Reason: "clone " + id + " was lost while sfld was down"})
@@ -169,4 +173,29 @@ func (s *Service) cleanupDir(ctx context.Context, dir string) {
 		s.log.Warn().Str("dir", dir).Err(err).Msg("cleanup")
 	}
 	os.RemoveAll(dir)
+}
+
+// recoverMemoryServers serves again, at the same address, the memory of
+// the families whose clones run on other hosts: those clones' faults wait
+// (up to the fetch bound) for a server that answers.
+func (s *Service) recoverMemoryServers(ctx context.Context) {
+	s.mu.Lock()
+	var cps []*CheckpointRecord
+	for _, t := range s.tickets {
+		if len(t.rec.Remote) == 0 {
+			continue
+		}
+		for _, cp := range s.checkpoints {
+			if cp.Family == t.rec.Family && cp.Checkpoint != nil {
+				cps = append(cps, cp)
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, cp := range cps {
+		if _, err := s.serveFamily(ctx, cp); err != nil {
+			s.log.Error().Str("family", cp.Family).Err(err).Msg("memory server not restarted: the family's clones on other hosts will be stopped")
+		}
+	}
 }

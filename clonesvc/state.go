@@ -111,9 +111,13 @@ type CheckpointRecord struct {
 	Key        []byte      `json:"key"`
 	Checkpoint *Checkpoint `json:"checkpoint"`
 	Descriptor string      `json:"descriptor"`
-	DescBytes  int64       `json:"desc_bytes"`
-	DescMS     float64     `json:"desc_ms"`
-	Created    time.Time   `json:"created"`
+	// MemoryServer is where the family's memory server listened (once it
+	// served clones on other hosts): a restarted sfld serves it there
+	// again, so that those clones keep fetching.
+	MemoryServer string    `json:"memory_server,omitempty"`
+	DescBytes    int64     `json:"desc_bytes"`
+	DescMS       float64   `json:"desc_ms"`
+	Created      time.Time `json:"created"`
 }
 
 // RemoteRef is a clone of this host's ticket running on another host.

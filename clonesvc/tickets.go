@@ -213,9 +213,11 @@ func (s *Service) killClones(ctx context.Context, t *ticket, reason string) int 
 	s.mu.Unlock()
 	var n int
 	hosts := map[string]bool{}
+	for _, ref := range remote {
+		hosts[ref.Address] = true
+	}
 	for _, vid := range clones {
-		if ref, ok := remote[vid]; ok {
-			hosts[ref.Address] = true
+		if _, ok := remote[vid]; ok {
 			continue
 		}
 		if e, err := s.lookupVM(vid); err == nil {
@@ -224,6 +226,9 @@ func (s *Service) killClones(ctx context.Context, t *ticket, reason string) int 
 		}
 	}
 	for addr := range hosts {
+		if s.cfg.Peers == nil {
+			break
+		}
 		if err := s.cfg.Peers.KillClones(ctx, addr, t.rec.ID); err != nil {
 			s.log.Warn().Str("host", addr).Str("ticket", t.rec.ID).Err(err).Msg("kill remote clones")
 		}

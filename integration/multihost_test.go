@@ -252,3 +252,41 @@ func TestLateHostFetchesLittle(t *testing.T) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// TestParentSfldRestartKeepsRemoteClones: the parent host's sfld is
+// SIGKILLed and restarted; it serves the family's memory again at the
+// same address, so a clone on another host runs a job that needs new
+// pages, and killing the ticket afterwards still reaches it.
+func TestParentSfldRestartKeepsRemoteClones(t *testing.T) {
+	b, parent := multiHost(t, 2, func(o *hostbed.Options) { o.SlotsPerHost = []int{0, 1} })
+	ticket := cloneAndWait(t, b, parent, 1)
+	clones := clonesOf(t, b, ticket)
+	if len(clones) != 1 {
+		t.Fatalf("clones %v", clones)
+	}
+	h1 := b.Host("h1")
+	if err := syscall.Kill(h1.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd := b.Command("h1", filepath.Join(tb.bin, "sfld"), "serve", "--config", h1.Config, "--log-level", "debug")
+	logf, err := os.Create(filepath.Join(t.TempDir(), "sfld-h1-restarted.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, func() bool { _, err := b.Sfctl("h1", "info"); return err == nil })
+	before := fetchedOf(t, b, clones[0].host, clones[0].id)
+	jobMS(t, b, clones[0].host, clones[0].id)
+	if after := fetchedOf(t, b, clones[0].host, clones[0].id); after <= before {
+		t.Fatalf("the job fetched nothing (%d → %d bytes): it did not exercise the restarted server", before, after)
+	}
+	if _, err := b.Sfctl("h1", "kill", ticket); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(vmsOn(t, b, "h2")) == 0 })
+}
