@@ -82,7 +82,7 @@ func BenchmarkMultiHost(b *testing.B) {
 	fmt.Fprintf(&t, "idle clone: %.1f%% of its 256 MiB fetched in its first 10 s; %.1f%% once it also ran the job\n", 100*idleFrac, 100*jobFrac)
 	fmt.Fprintf(&t, "pages fetched that were free in the guest: 0 by construction (init_on_free=1 zeroes them, zero-bitmap pages are never fetched; TestFreedMemoryNotFetched)\n")
 	fmt.Fprintf(&t, "the job: %.0f ms in the parent, %.0f ms in a clone on another host (%.2fx)\n", parentMS, cloneMS, cloneMS/parentMS)
-	fmt.Fprintf(&t, "fault service time: see BenchmarkFetch in clonesvc/mcdist (page over veth) and BenchmarkFaultService in clonesvc/memtap\n")
+	fmt.Fprintf(&t, "fault service time (median, p99): printed above by BenchmarkFaultService of clonesvc/mcdist (a page over veth) and of clonesvc/memtap (a FUSE fault)\n")
 	b.Log("\n" + t.String())
 	b.ReportMetric(ratio(bytes["mcdist"][8], bytes["mcdist"][1]), "x-bytes-8-vs-1-mcdist")
 	b.ReportMetric(ratio(bytes["unicast"][8], bytes["unicast"][1]), "x-bytes-8-vs-1-unicast")
