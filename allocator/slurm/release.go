@@ -92,6 +92,7 @@ func (a *Allocator) Release(ctx context.Context, id string, slots []allocator.Sl
 	if err := a.s.cancel(ctx, ids...); err != nil {
 		return nil, fmt.Errorf("slurm allocator: release from %s: %w", id, err)
 	}
+	a.waitFreed(ctx, ids)
 	var lost []string
 	for _, h := range slices.Sorted(maps.Keys(keep)) {
 		spec := jobSpec{
@@ -241,4 +242,32 @@ func (a *Allocator) releaseAll(ctx context.Context, id string) error {
 		return fmt.Errorf("slurm allocator: release of %s: %w", id, err)
 	}
 	return nil
+}
+
+// freedWait bounds how long Release waits for Slurm to finish ending the
+// jobs it cancelled.
+const freedWait = 10 * time.Second
+
+// waitFreed waits, a bounded while, until the cancelled jobs have left
+// COMPLETING: until then Slurm counts their CPUs as idle but schedules
+// nothing on them, and a request right after the release would find them
+// busy. Slots given back are then really free.
+func (a *Allocator) waitFreed(ctx context.Context, ids []int) {
+	ctx, cancel := context.WithTimeout(ctx, freedWait)
+	defer cancel()
+	pause := 20 * time.Millisecond
+	for _, id := range ids {
+		for {
+			j, err := a.s.job(ctx, id)
+			if err != nil || j == nil || !strings.Contains(j.State, "COMPLETING") && j.State != "RUNNING" && j.State != "CONFIGURING" {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, 250*time.Millisecond)
+		}
+	}
 }
