@@ -64,6 +64,9 @@ func run(m *testing.M) (int, error) {
 	host, _ := os.Hostname()
 	b := &bed{root: root, dir: dir, bin: filepath.Join(dir, "bin"), state: filepath.Join(dir, "state"), host: host}
 	tb = b
+	if err := watchdog(dir); err != nil {
+		return 1, err
+	}
 	defer b.teardown()
 	if err := b.build(); err != nil {
 		return 1, err
@@ -267,4 +270,27 @@ func waitFor(t testing.TB, cond func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// watchdogScript waits for the test process ($1) to end, then kills every
+// process whose command line names the bed's directory ($2) — sfld and the
+// QEMUs it started, which outlive it by design — and removes the
+// directory. It matters when the test binary dies without its teardown
+// (a -timeout panic, a SIGKILL).
+const watchdogScript = `while kill -0 "$1" 2>/dev/null; do sleep 1; done
+for p in /proc/[0-9]*; do
+  [ "${p#/proc/}" = "$$" ] && continue
+  if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$2"; then kill -9 "${p#/proc/}" 2>/dev/null; fi
+done
+[ -n "$SF_KEEP" ] || rm -rf -- "$2"`
+
+// watchdog starts the bed's watchdog in its own session.
+func watchdog(dir string) error {
+	cmd := exec.Command("sh", "-c", watchdogScript, "sf-watchdog", strconv.Itoa(os.Getpid()), dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("bed watchdog: %w", err)
+	}
+	go cmd.Wait()
+	return nil
 }
