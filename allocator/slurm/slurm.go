@@ -127,6 +127,7 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 	if spec.TimeLimit == 0 {
 		spec.TimeLimit = a.cfg.TimeLimit
 	}
+	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		nodes, err := a.nodes(ctx)
 		if err != nil {
@@ -143,7 +144,7 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 		if req.Min > capacity {
 			return nil, fmt.Errorf("slurm allocator: %d slots asked but partition %s has %d CPUs on nodes in service: %w", req.Min, pname, capacity, allocator.ErrNoneAvailable)
 		}
-		if free < req.Min || attempt == maxAttempts {
+		if free < req.Min || attempt > 0 && time.Since(start) > retryFor {
 			if req.Immediate {
 				return nil, fmt.Errorf("slurm allocator: %d slots asked, %d idle in partition %s: %w", req.Min, free, pname, allocator.ErrNoneAvailable)
 			}
@@ -174,9 +175,11 @@ func (a *Allocator) Request(ctx context.Context, req allocator.Request) (*alloca
 	return a.granted(ctx, id, spec)
 }
 
-// maxAttempts bounds the immediate tries of a request whose idle CPUs other
-// requests keep taking first.
-const maxAttempts = 10
+// retryFor bounds the immediate tries of a request that sees enough idle
+// CPUs but cannot get them: other requests keep taking them first, or
+// Slurm is still finishing jobs that just ended (their CPUs count as idle,
+// their nodes are COMPLETING: seconds under slurmrestd's batch jobs).
+const retryFor = 15 * time.Second
 
 // retryPause is the pause before immediate try attempt+1: 20 ms doubling
 // to at most 500 ms (about 3 s over all the tries).
