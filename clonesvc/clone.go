@@ -142,10 +142,7 @@ func (s *Service) createClones(ctx context.Context, t *ticket, cp *CheckpointRec
 
 // startClone starts clone k of m.
 func (s *Service) startClone(ctx context.Context, ticketID string, m, k int, cp *CheckpointRecord, parent VMRecord) (VMRecord, float64, error) {
-	host := fmt.Sprintf("%s-%s-%d", parent.Hostname, cp.Family[len(cp.Family)-4:], k)
-	if len(host) > 63 {
-		host = host[len(host)-63:]
-	}
+	host := cloneHostname(parent.Hostname, cp.Family, k)
 	rec := VMRecord{
 		ID: newID("vm-"), Name: host, Hostname: host, Role: RoleClone, State: StateStarting,
 		Spec:   VMSpec{CPUs: parent.Spec.CPUs, MemoryMiB: parent.Spec.MemoryMiB, Hostname: host},

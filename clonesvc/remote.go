@@ -161,10 +161,23 @@ func (s *Service) AcceptClones(ctx context.Context, req RemoteClones) ([]VMRecor
 		return nil, err
 	}
 	var out []VMRecord
+	// fail undoes a partial start: the clones started are stopped (each
+	// gives back its use of the tap), and the uses taken for the clones
+	// never started are given back, so that the last one unmounts it.
+	fail := func(err error) ([]VMRecord, error) {
+		for range len(req.Clones) - len(out) {
+			s.releaseTap(req.Family)
+		}
+		for _, r := range out {
+			if e, lerr := s.lookupVM(r.ID); lerr == nil {
+				s.removeVM(context.WithoutCancel(ctx), e, "clone failed")
+			}
+		}
+		return nil, err
+	}
 	for _, c := range req.Clones {
 		if err := checkName(c.Hostname); err != nil {
-			s.releaseTap(req.Family)
-			return out, err
+			return fail(err)
 		}
 		rec := VMRecord{
 			ID: newID("vm-"), Name: c.Hostname, Hostname: c.Hostname, Role: RoleClone, State: StateStarting,
@@ -177,13 +190,7 @@ func (s *Service) AcceptClones(ctx context.Context, req RemoteClones) ([]VMRecor
 			return s.cfg.Backend.Restore(ctx, spec, cp)
 		})
 		if err != nil {
-			s.releaseTap(req.Family)
-			for _, r := range out {
-				if e, lerr := s.lookupVM(r.ID); lerr == nil {
-					s.removeVM(context.WithoutCancel(ctx), e, "clone failed")
-				}
-			}
-			return nil, fmt.Errorf("clone %d: %w", c.CloneID, err)
+			return fail(fmt.Errorf("clone %d: %w", c.CloneID, err))
 		}
 		e.mu.Lock()
 		e.rec.StartMS = ms(time.Since(start))

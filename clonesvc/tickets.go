@@ -270,7 +270,7 @@ func (s *Service) dropTicket(ctx context.Context, t *ticket) error {
 	s.mu.Unlock()
 	closeOnce(t.done)
 	err := s.releaseAllocation(rec)
-	if len(rec.Remote) > 0 || rec.Family != "" {
+	if rec.Family != "" {
 		s.stopServer(rec.Family)
 	}
 	if rec.Checkpoint != "" {
