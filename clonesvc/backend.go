@@ -2,7 +2,9 @@ package clonesvc
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"regexp"
 	"time"
 )
 
@@ -135,4 +137,16 @@ type MemoryImage struct {
 	// Zero has one bit per page (bit i%8 of byte i/8), set when the page
 	// was all zeros at the checkpoint.
 	Zero []byte
+}
+
+// hostnameRE is what a guest's host name may be (RFC 1123 labels).
+var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+
+// CheckHostname validates VMSpec.Hostname ("" is valid: the guest's
+// default), which backends pass on the guest's kernel command line.
+func CheckHostname(h string) error {
+	if h != "" && (len(h) > 253 || !hostnameRE.MatchString(h)) {
+		return fmt.Errorf("hostname %q: want letters, digits, '-' and '.' (RFC 1123)", h)
+	}
+	return nil
 }

@@ -65,7 +65,7 @@ func checkSpec(spec clonesvc.VMSpec) error {
 	if spec.ID == "" {
 		return invalid("VM spec has no ID")
 	}
-	if err := checkHostname(spec.Hostname); err != nil {
+	if err := clonesvc.CheckHostname(spec.Hostname); err != nil {
 		return invalid("VM %s: %v", spec.ID, err)
 	}
 	if !filepath.IsAbs(spec.Dir) {
@@ -309,7 +309,7 @@ func decodeRecord(rec clonesvc.Record) (recordState, error) {
 	case !filepath.IsAbs(st.MemPath):
 		return st, fmt.Errorf("record memory path %q is not absolute", st.MemPath)
 	}
-	if err := checkHostname(st.Hostname); err != nil {
+	if err := clonesvc.CheckHostname(st.Hostname); err != nil {
 		return st, err
 	}
 	return st, st.Machine.validate()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -64,16 +63,6 @@ func (m machine) validate() error {
 		}
 	}
 	return checkSize(m.CPUs, m.MemoryMiB)
-}
-
-// hostnameRE is what sf.hostname may carry (RFC 1123 labels).
-var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
-
-func checkHostname(h string) error {
-	if h != "" && (len(h) > 253 || !hostnameRE.MatchString(h)) {
-		return fmt.Errorf("hostname %q: want letters, digits, '-' and '.' (RFC 1123)", h)
-	}
-	return nil
 }
 
 // File names inside a VM's directory.

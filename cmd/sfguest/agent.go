@@ -19,13 +19,15 @@ import (
 )
 
 func newAgentCmd(g *globals) *cobra.Command {
-	var portName string
+	var portName, channel string
 	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the in-guest agent (started by the guest's init, as root)",
-		Long: `agent owns the VM's guest channel, the virtio-serial port named --port-name
-(found under /sys/class/virtio-ports), and serves programs on --socket: it
+		Long: `agent owns the VM's guest channel — under QEMU/KVM the virtio-serial port
+named --port-name (found under /sys/class/virtio-ports), under Xen a stream
+over xenstore nodes in the domain's own data/snowflock (/dev/xen/xenbus) —
+and serves programs on --socket: it
 forwards their guest API requests to sfld and routes the replies back. When
 this VM turns out to be a new clone it sets the clone's hostname and reseeds
 the kernel RNG before the program that cloned sees the reply. It also runs
@@ -36,17 +38,18 @@ commands for sfld (sfctl vm exec), copying their output to /dev/console.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return g.runAgent(ctx, portName, wait)
+			return g.runAgent(ctx, channel, portName, wait)
 		},
 	}
 	cmd.Flags().StringVar(&portName, "port-name", guestagent.DefaultPortName, "name of the virtio-serial port to sfld")
-	cmd.Flags().DurationVar(&wait, "port-wait", 30*time.Second, "how long to wait for the port to appear")
+	cmd.Flags().StringVar(&channel, "channel", guestagent.ChannelAuto, "guest channel: auto (the virtio port if there is one, else xenstore), virtio or xen")
+	cmd.Flags().DurationVar(&wait, "port-wait", 30*time.Second, "how long to wait for the channel to appear")
 	return cmd
 }
 
-func (g *globals) runAgent(ctx context.Context, portName string, wait time.Duration) error {
+func (g *globals) runAgent(ctx context.Context, channel, portName string, wait time.Duration) error {
 	wctx, cancel := context.WithTimeout(ctx, wait)
-	port, err := guestagent.OpenPort(wctx, portName)
+	port, portDesc, err := guestagent.OpenChannel(wctx, channel, portName)
 	cancel()
 	if err != nil {
 		return err
@@ -62,7 +65,7 @@ func (g *globals) runAgent(ctx context.Context, portName string, wait time.Durat
 		defer f.Close()
 		console = f
 	}
-	g.log.Info().Str("port", port.Name()).Str("socket", g.socket).Str("version", version).Msg("agent started")
+	g.log.Info().Str("port", portDesc).Str("socket", g.socket).Str("version", version).Msg("agent started")
 	a := guestagent.New(guestagent.Config{Port: port, Listener: l, Version: version, Console: console, Log: g.log})
 	return a.Run(ctx)
 }
