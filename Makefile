@@ -10,7 +10,7 @@ GOFLAGS_TEST ?= -race
 BENCHTIME ?= 2000x
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps test lint bench demo fuzz proto clean help guest slurm-up slurm-down hosts-up hosts-down libegosf install
+.PHONY: all build deps test lint bench demo fuzz proto clean help guest slurm-up slurm-down hosts-up hosts-down xen-image xen-up xen-down libegosf install
 
 all: build
 
@@ -110,6 +110,31 @@ hosts-up: build guest
 ## hosts-down: stop the test hosts and remove their namespaces and files
 hosts-down:
 	@contrib/testbed/hosts/testbed down --prefix $(HOSTS_PREFIX)
+
+## xen-image: build the Xen test bed's boot files (Xen 4.17, dom0 kernel + initramfs with xl) into build/xen (cached)
+xen-image:
+	@contrib/testbed/xen/build
+
+## xen-up: boot a real Xen host in QEMU (TCG) in XEN_DIR, with sfld (static) and the test guest in its dom0
+XEN_DIR ?= /run/snowflock-xen
+XEN_PORT ?=
+XEN_MEM ?= 4096
+XEN_DOM0_BIN := build/xen/dom0-bin
+xen-up: build guest xen-image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(XEN_DOM0_BIN)/sfld ./cmd/sfld
+	@contrib/testbed/xen/testbed up --dir $(XEN_DIR) --sfld $(XEN_DOM0_BIN)/sfld --guest build/guest \
+	  --mem $(XEN_MEM) $(if $(XEN_PORT),--port $(XEN_PORT)) >/dev/null
+	@port=$$(cat $(XEN_DIR)/port); \
+	  echo "xen-up: Xen 4.17 host up in $(XEN_DIR) (QEMU pid $$(cat $(XEN_DIR)/qemu.pid)); dom0 sfld at 127.0.0.1:$$port"; \
+	  echo "  $(BIN)/sfctl --config $(XEN_DIR)/host.yaml --addr 127.0.0.1:$$port info"; \
+	  echo "  contrib/testbed/xen/testbed exec --dir $(XEN_DIR) -- xl list"; \
+	  echo "  contrib/testbed/xen/testbed status --dir $(XEN_DIR)"; \
+	  echo "  consoles: $(XEN_DIR)/serial.log (Xen, dom0); dom0:/var/log/xen/console/guest-NAME.log (domUs); dom0:/var/log/sfld.log"; \
+	  echo "  make xen-down"
+
+## xen-down: stop the Xen test bed of xen-up and remove XEN_DIR
+xen-down:
+	@contrib/testbed/xen/testbed down --dir $(XEN_DIR)
 
 ## slurm-up: start a real Slurm test cluster here (root; see contrib/testbed/slurm/testbed)
 SLURM_NODES ?= 4
