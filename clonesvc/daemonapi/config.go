@@ -36,6 +36,7 @@ type Config struct {
 	RequestTimeout time.Duration `mapstructure:"request_timeout" json:"request_timeout"`
 	// Backends' sections, undecoded (sfld decodes the one it runs).
 	KVM map[string]any `mapstructure:"kvm" json:"kvm,omitempty"`
+	Xen map[string]any `mapstructure:"xen" json:"xen,omitempty"`
 }
 
 // LoadConfig decodes and checks file's sfld section, filling defaults.

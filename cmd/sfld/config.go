@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -17,7 +16,9 @@ import (
 type loaded struct {
 	file   *config.Config
 	daemon daemonapi.Config
-	kvm    kvmbackend.Config
+	// hypervisor is the configured backend and cfg its decoded section.
+	hypervisor hypervisor
+	backendCfg any
 }
 
 // stateDir is sfld's own part of state_dir.
@@ -37,14 +38,9 @@ func (g *globals) load() (*loaded, error) {
 	if d.Hypervisor == "" {
 		d.Hypervisor = kvmbackend.Name
 	}
-	if d.Hypervisor != kvmbackend.Name {
-		return nil, usageError{Err: fmt.Errorf("config %s: sfld.hypervisor %q: this build has only %q", file.Source, d.Hypervisor, kvmbackend.Name)}
-	}
-	if err := config.Decode(d.KVM, &l.kvm); err != nil {
-		return nil, usageError{Err: fmt.Errorf("config %s: sfld.kvm: %w", file.Source, err)}
-	}
-	if err := l.kvm.Validate(); err != nil {
-		return nil, usageError{Err: fmt.Errorf("config %s: sfld.kvm: %w", file.Source, err)}
+	l.hypervisor, l.backendCfg, err = loadHypervisor(file.Source, d)
+	if err != nil {
+		return nil, err
 	}
 	return l, nil
 }
@@ -61,7 +57,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 			}
 			enc := json.NewEncoder(g.stdout)
 			enc.SetIndent("", "  ")
-			return enc.Encode(map[string]any{"source": l.file.Source, "state_dir": l.file.StateDir, "sfld": l.daemon, "kvm": l.kvm})
+			return enc.Encode(map[string]any{"source": l.file.Source, "state_dir": l.file.StateDir, "sfld": l.daemon, l.daemon.Hypervisor: l.backendCfg})
 		},
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/snowflock/snowflock/clonesvc/daemonapi"
 	"github.com/snowflock/snowflock/clonesvc/pki"
 	"github.com/snowflock/snowflock/egosf"
-	"github.com/snowflock/snowflock/kvmbackend"
 )
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -47,8 +46,7 @@ func (g *globals) serve(ctx context.Context) error {
 		return err
 	}
 	defer alloc.Close()
-	l.kvm.Logger = g.Log.With().Str("backend", kvmbackend.Name).Logger()
-	backend, err := kvmbackend.New(l.kvm)
+	backend, err := l.hypervisor.open(l.backendCfg, g.Log.With().Str("backend", l.daemon.Hypervisor).Logger())
 	if err != nil {
 		return err
 	}

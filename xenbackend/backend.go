@@ -1,0 +1,354 @@
+// Package xenbackend runs VMs as Xen PV (or PVH) domains through the xl
+// toolstack, with the guest channel carried over xenstore: checkpoints are
+// `xl save -c` images split into a descriptor and a memory image, clones
+// are `xl restore`s of the joined stream under their own names.
+package xenbackend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/snowflock/snowflock/clonesvc"
+	"github.com/snowflock/snowflock/internal/xenstore"
+)
+
+// Name is the backend's configuration name.
+const Name = "xen"
+
+// Files in a VM's directory.
+const (
+	fileConfig = "domain.cfg" // the domain's xl.cfg
+	fileName   = "domain"     // its name, written before it exists (Cleanup)
+	fileSave   = ".save.fifo"
+	fileLoad   = ".restore.fifo"
+	// In a checkpoint's directory.
+	fileState  = "state.xsi" // the image without page contents (saveimage descriptor)
+	fileMemory = "memory"    // page contents at pfn*4096
+	regionName = "ram"
+	pageSize   = 4096
+)
+
+// Backend starts, restores and reattaches Xen domains. It must run in
+// dom0 (or a domain with the toolstack's privileges).
+type Backend struct {
+	cfg Config
+	xl  xl
+	xs  *xenstore.Client
+	log zerolog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// buildMu serialises xl create and xl restore (xl takes its own lock
+	// for most of a build anyway).
+	buildMu sync.Mutex
+
+	mu  sync.Mutex
+	vms map[*VM]struct{} // running VMs, watched for their end
+}
+
+var _ clonesvc.Backend = (*Backend)(nil)
+
+// New checks cfg, finds xl and connects to xenstore.
+func New(cfg Config) (*Backend, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("xen backend: %w: %w", clonesvc.ErrInvalidArgument, err)
+	}
+	cfg = cfg.withDefaults()
+	bin, err := resolveXL(cfg.XL)
+	if err != nil {
+		return nil, fmt.Errorf("xen backend: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	xs, err := xenstore.Open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("xen backend: xenstore (is this dom0 with xenstored running?): %w", err)
+	}
+	b := &Backend{cfg: cfg, xl: xl{bin: bin}, xs: xs, log: cfg.Logger.With().Str("backend", Name).Logger(), vms: map[*VM]struct{}{}}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if err := b.startMonitor(); err != nil {
+		xs.Close()
+		b.cancel()
+		return nil, fmt.Errorf("xen backend: %w", err)
+	}
+	return b, nil
+}
+
+// Close stops watching the VMs (they keep running) and closes the
+// xenstore connection.
+func (b *Backend) Close() error {
+	b.cancel()
+	return b.xs.Close()
+}
+
+// Name returns "xen".
+func (b *Backend) Name() string { return Name }
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("xen: %w: %s", clonesvc.ErrInvalidArgument, fmt.Sprintf(format, a...))
+}
+
+func failed(id string, err error) error {
+	return fmt.Errorf("xen: VM %s: %w: %w", id, clonesvc.ErrVMFailed, err)
+}
+
+// checkSpec validates what Start and Restore share in a spec.
+func checkSpec(spec clonesvc.VMSpec) error {
+	if spec.ID == "" {
+		return invalid("VM spec has no ID")
+	}
+	if err := clonesvc.CheckHostname(spec.Hostname); err != nil {
+		return invalid("VM %s: %v", spec.ID, err)
+	}
+	if err := clonesvc.CheckHostname(domainName(spec.ID)); err != nil {
+		return invalid("VM %s: the ID does not make a domain name: %v", spec.ID, err)
+	}
+	if !filepath.IsAbs(spec.Dir) || filepath.Clean(spec.Dir) != spec.Dir || spec.Dir == "/" {
+		return invalid("VM %s: directory %q is not a clean absolute path", spec.ID, spec.Dir)
+	}
+	if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
+		return invalid("VM %s: directory %q does not exist", spec.ID, spec.Dir)
+	}
+	return nil
+}
+
+func checkFile(what, path string) error {
+	if path == "" {
+		return nil
+	}
+	if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
+		return invalid("%s %q is not a readable file", what, path)
+	}
+	return nil
+}
+
+// Start boots a new domain.
+func (b *Backend) Start(ctx context.Context, spec clonesvc.VMSpec) (clonesvc.VM, error) {
+	if err := checkSpec(spec); err != nil {
+		return nil, err
+	}
+	if err := checkSize(spec.CPUs, spec.MemoryMiB); err != nil {
+		return nil, invalid("VM %s: %v", spec.ID, err)
+	}
+	m := machine{Type: b.cfg.Type, CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB,
+		Kernel: b.cfg.Kernel, Initrd: b.cfg.Initrd, Append: b.cfg.Append}
+	if spec.CPUs != 0 {
+		m.CPUs = spec.CPUs
+	}
+	if spec.MemoryMiB != 0 {
+		m.MemoryMiB = spec.MemoryMiB
+	}
+	if spec.Kernel != "" {
+		m.Kernel, m.Initrd = spec.Kernel, spec.Initrd
+	}
+	if spec.Append != "" {
+		m.Append = joinArgs(m.Append, spec.Append)
+	}
+	for _, p := range []*string{&m.Kernel, &m.Initrd} {
+		if *p != "" {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return nil, invalid("VM %s: %v", spec.ID, err)
+			}
+			*p = abs
+		}
+	}
+	if err := m.validate(); err != nil {
+		return nil, invalid("VM %s: %v", spec.ID, err)
+	}
+	if err := checkFile("kernel", m.Kernel); err != nil {
+		return nil, err
+	}
+	if err := checkFile("initrd", m.Initrd); err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	vm, err := b.create(ctx, spec, m, func(cfgPath string) error {
+		_, err := b.xl.run(ctx, "create", "-e", cfgPath)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if b.cfg.TargetMiB != 0 && b.cfg.TargetMiB < m.MemoryMiB {
+		if _, err := b.xl.run(ctx, "mem-set", vm.name, fmt.Sprintf("%dm", b.cfg.TargetMiB)); err != nil {
+			b.log.Warn().Str("vm", spec.ID).Err(err).Msg("balloon down")
+		}
+	}
+	vm.started = time.Since(t0)
+	b.log.Info().Str("vm", spec.ID).Uint32("domid", vm.domid).Dur("took", vm.started).Msg("started")
+	return vm, nil
+}
+
+func joinArgs(a, b string) string {
+	if a == "" || b == "" {
+		return a + b
+	}
+	return a + " " + b
+}
+
+// create writes the domain's configuration and name into spec.Dir, runs
+// build (xl create or xl restore on that configuration) and finds the new
+// domain. On failure the domain, if any, is destroyed and the files
+// removed.
+func (b *Backend) create(ctx context.Context, spec clonesvc.VMSpec, m machine, build func(cfgPath string) error) (_ *VM, err error) {
+	vm := b.newVM(spec.ID, spec.Dir, spec.Hostname, m)
+	defer func() {
+		if err != nil {
+			b.destroyByName(context.WithoutCancel(ctx), vm.name)
+			vm.removeFiles()
+		}
+	}()
+	if _, ok, err := domainNamed(ctx, b.xs, vm.name); err != nil {
+		return nil, failed(spec.ID, err)
+	} else if ok {
+		return nil, invalid("VM %s: a domain called %s already exists", spec.ID, vm.name)
+	}
+	if err := os.WriteFile(filepath.Join(spec.Dir, fileName), []byte(vm.name+"\n"), 0o600); err != nil {
+		return nil, failed(spec.ID, err)
+	}
+	cfgPath := filepath.Join(spec.Dir, fileConfig)
+	if err := os.WriteFile(cfgPath, m.xlConfig(vm.name, spec.Hostname), 0o600); err != nil {
+		return nil, failed(spec.ID, err)
+	}
+	b.buildMu.Lock()
+	err = build(cfgPath)
+	b.buildMu.Unlock()
+	if err != nil {
+		return nil, failed(spec.ID, err)
+	}
+	domid, ok, err := domainNamed(ctx, b.xs, vm.name)
+	if err != nil {
+		return nil, failed(spec.ID, err)
+	}
+	if !ok {
+		return nil, failed(spec.ID, fmt.Errorf("domain %s is gone right after it was built; its console ended with:\n%s", vm.name, vm.consoleTail(2000)))
+	}
+	vm.domid = domid
+	b.watch(vm)
+	return vm, nil
+}
+
+// destroyByName destroys the domain called name if it exists.
+func (b *Backend) destroyByName(ctx context.Context, name string) error {
+	domid, ok, err := domainNamed(ctx, b.xs, name)
+	if err != nil || !ok {
+		return err
+	}
+	if _, err := b.xl.run(ctx, "destroy", fmt.Sprint(domid)); err != nil {
+		if still, _ := domainIs(ctx, b.xs, domid, name); still {
+			return err
+		}
+	}
+	return nil
+}
+
+// Record format versions.
+const recordVersion = 1
+
+// recordState is a VM's durable state (clonesvc.Record.State).
+type recordState struct {
+	ID       string  `json:"id"`
+	Dir      string  `json:"dir"`
+	Name     string  `json:"name"`
+	DomID    uint32  `json:"domid"`
+	Machine  machine `json:"machine"`
+	Hostname string  `json:"hostname,omitempty"`
+}
+
+const maxRecordState = 64 << 10
+
+func decodeRecord(rec clonesvc.Record) (recordState, error) {
+	var st recordState
+	if rec.Backend != Name {
+		return st, fmt.Errorf("record of backend %q", rec.Backend)
+	}
+	if rec.Version != recordVersion {
+		return st, fmt.Errorf("record version %d, want %d", rec.Version, recordVersion)
+	}
+	if len(rec.State) > maxRecordState {
+		return st, fmt.Errorf("record state of %d bytes", len(rec.State))
+	}
+	if err := json.Unmarshal(rec.State, &st); err != nil {
+		return st, fmt.Errorf("record state: %w", err)
+	}
+	switch {
+	case st.ID == "":
+		return st, errors.New("record has no VM id")
+	case st.Name != domainName(st.ID):
+		return st, fmt.Errorf("record names domain %q for VM %s", st.Name, st.ID)
+	case st.DomID == 0:
+		return st, errors.New("record names domain 0")
+	case !filepath.IsAbs(st.Dir) || filepath.Clean(st.Dir) != st.Dir || st.Dir == "/":
+		return st, fmt.Errorf("record directory %q is not a clean absolute path", st.Dir)
+	}
+	if err := clonesvc.CheckHostname(st.Hostname); err != nil {
+		return st, err
+	}
+	return st, st.Machine.validate()
+}
+
+// Attach reattaches to a domain from its Record. If the domain is gone it
+// removes the VM's files and returns an error wrapping ErrNotFound.
+func (b *Backend) Attach(ctx context.Context, rec clonesvc.Record) (clonesvc.VM, error) {
+	st, err := decodeRecord(rec)
+	if err != nil {
+		return nil, invalid("attach: %v", err)
+	}
+	vm := b.newVM(st.ID, st.Dir, st.Hostname, st.Machine)
+	vm.domid = st.DomID
+	alive, err := domainIs(ctx, b.xs, st.DomID, st.Name)
+	if err != nil {
+		return nil, fmt.Errorf("xen: attach VM %s: %w", st.ID, err)
+	}
+	if !alive {
+		vm.removeFiles()
+		return nil, fmt.Errorf("xen: attach VM %s: %w: domain %d (%s) is gone", st.ID, clonesvc.ErrNotFound, st.DomID, st.Name)
+	}
+	b.watch(vm)
+	b.log.Info().Str("vm", st.ID).Uint32("domid", st.DomID).Msg("attached")
+	return vm, nil
+}
+
+// Cleanup destroys the domain that was being built in dir, if any, and
+// removes the backend's files there.
+func (b *Backend) Cleanup(ctx context.Context, dir string) error {
+	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir || dir == "/" {
+		return invalid("cleanup: directory %q is not a clean absolute path", dir)
+	}
+	vm := b.newVM(filepath.Base(dir), dir, "", machine{})
+	data, err := os.ReadFile(filepath.Join(dir, fileName))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("xen: cleanup %s: %w", dir, err)
+	default:
+		name := string(trimNL(data))
+		if clonesvc.CheckHostname(name) != nil || len(name) < 4 || name[:3] != "sf-" {
+			return invalid("cleanup %s: %s names domain %q", dir, fileName, name)
+		}
+		if err := b.destroyByName(ctx, name); err != nil {
+			return fmt.Errorf("xen: cleanup %s: %w", dir, err)
+		}
+		b.log.Info().Str("dir", dir).Str("domain", name).Msg("destroyed the domain of an unrecorded VM")
+	}
+	vm.removeFiles()
+	return nil
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,294 @@
+package xenbackend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/snowflock/snowflock/clonesvc"
+	"github.com/snowflock/snowflock/internal/xenchan"
+	"github.com/snowflock/snowflock/internal/xenstore"
+)
+
+// VM is one domain.
+type VM struct {
+	b        *Backend
+	id       string
+	dir      string
+	name     string // Xen domain name
+	hostname string
+	m        machine
+	domid    uint32
+	started  time.Duration
+
+	done     chan struct{}
+	doneOnce sync.Once
+	// saving is set while xl save runs: the guest is then suspended,
+	// which Xen reports as a shutdown (reason suspend) that the reaper
+	// must not act on.
+	saving atomic.Bool
+
+	mu   sync.Mutex
+	conn *xenchan.Conn // the open guest channel
+}
+
+var _ clonesvc.VM = (*VM)(nil)
+
+func (b *Backend) newVM(id, dir, hostname string, m machine) *VM {
+	return &VM{b: b, id: id, dir: dir, name: domainName(id), hostname: hostname, m: m, done: make(chan struct{})}
+}
+
+// ID is the service's name for the VM.
+func (v *VM) ID() string { return v.id }
+
+// DomID is the VM's Xen domain id.
+func (v *VM) DomID() uint32 { return v.domid }
+
+// Record returns what Attach needs.
+func (v *VM) Record() clonesvc.Record {
+	st, _ := json.Marshal(recordState{ID: v.id, Dir: v.dir, Name: v.name, DomID: v.domid, Machine: v.m, Hostname: v.hostname})
+	return clonesvc.Record{Backend: Name, Version: recordVersion, State: st}
+}
+
+// Pause stops the domain's vCPUs.
+func (v *VM) Pause(ctx context.Context) error { return v.xlDomain(ctx, "pause") }
+
+// Resume continues them.
+func (v *VM) Resume(ctx context.Context) error { return v.xlDomain(ctx, "unpause") }
+
+// xlDomain runs `xl VERB <domid>` after checking the domain is still ours.
+func (v *VM) xlDomain(ctx context.Context, verb string) error {
+	if err := v.alive(ctx); err != nil {
+		return err
+	}
+	if _, err := v.b.xl.run(ctx, verb, fmt.Sprint(v.domid)); err != nil {
+		return failed(v.id, err)
+	}
+	return nil
+}
+
+// alive fails unless the VM's domain still runs.
+func (v *VM) alive(ctx context.Context) error {
+	ok, err := domainIs(ctx, v.b.xs, v.domid, v.name)
+	if err != nil {
+		return failed(v.id, err)
+	}
+	if !ok {
+		v.markDone()
+		return failed(v.id, fmt.Errorf("domain %d (%s) is gone", v.domid, v.name))
+	}
+	return nil
+}
+
+// DialChannel opens the guest channel: a byte stream over xenstore nodes
+// under the domain's own data/snowflock (internal/xenchan). A new one
+// replaces the old.
+func (v *VM) DialChannel(ctx context.Context) (io.ReadWriteCloser, error) {
+	if err := v.alive(ctx); err != nil {
+		return nil, err
+	}
+	c, err := xenchan.Host(ctx, v.b.xs, v.domid)
+	if err != nil {
+		return nil, failed(v.id, fmt.Errorf("guest channel: %w", err))
+	}
+	v.mu.Lock()
+	old := v.conn
+	v.conn = c
+	v.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return c, nil
+}
+
+// ConsolePath is the console log xenconsoled writes for the domain.
+func (v *VM) ConsolePath() string {
+	return filepath.Join(v.b.cfg.ConsoleDir, "guest-"+v.name+".log")
+}
+
+// consoleTail returns the last n bytes of the domain's console log.
+func (v *VM) consoleTail(n int64) string {
+	f, err := os.Open(v.ConsolePath())
+	if err != nil {
+		return fmt.Sprintf("(no console log: %v)", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > n {
+		f.Seek(fi.Size()-n, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, n))
+	return string(b)
+}
+
+// Done is closed when the domain is gone.
+func (v *VM) Done() <-chan struct{} { return v.done }
+
+func (v *VM) markDone() {
+	v.doneOnce.Do(func() {
+		close(v.done)
+		v.b.unwatch(v)
+		v.mu.Lock()
+		if v.conn != nil {
+			v.conn.Close()
+		}
+		v.mu.Unlock()
+	})
+}
+
+// Destroy destroys the domain and removes the VM's files.
+func (v *VM) Destroy(ctx context.Context) error {
+	if v.domid != 0 {
+		ok, err := domainIs(ctx, v.b.xs, v.domid, v.name)
+		if err != nil {
+			return failed(v.id, err)
+		}
+		if ok {
+			if _, err := v.b.xl.run(ctx, "destroy", fmt.Sprint(v.domid)); err != nil {
+				if still, _ := domainIs(ctx, v.b.xs, v.domid, v.name); still {
+					return failed(v.id, err)
+				}
+			}
+		}
+	}
+	v.markDone()
+	v.removeFiles()
+	return nil
+}
+
+// removeFiles removes what the backend made in the VM's directory, and
+// the console log.
+func (v *VM) removeFiles() {
+	for _, f := range []string{fileConfig, fileName, fileSave, fileLoad} {
+		os.Remove(filepath.Join(v.dir, f))
+	}
+	os.Remove(v.ConsolePath())
+}
+
+// The monitor. Domains are built with xl -e: no xl process stays behind
+// to carry out on_poweroff/on_crash (xl's monitoring child crashed now and
+// then in the test bed's dom0), so the backend is the reaper. One
+// @releaseDomain watch — Xen fires it when any domain shuts down, crashes
+// or is destroyed — makes it look at its VMs: a domain that shut down or
+// crashed is destroyed, and Done of every VM whose domain is gone is
+// closed. A poll every few seconds catches a domain destroyed behind the
+// backend's back and a missed event.
+const monitorPoll = 3 * time.Second
+
+func (b *Backend) startMonitor() error {
+	w, err := b.xs.Watch(b.ctx, xenstore.ReleaseDomain, fmt.Sprintf("sfld-release-%d", os.Getpid()))
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", xenstore.ReleaseDomain, err)
+	}
+	go func() {
+		defer w.Close()
+		t := time.NewTicker(monitorPoll)
+		defer t.Stop()
+		events := w.Events()
+		for {
+			reap := false
+			select {
+			case <-b.ctx.Done():
+				return
+			case _, ok := <-events:
+				if !ok {
+					b.log.Warn().Msg("xenstore watch of domain ends closed; polling")
+					events = nil
+				}
+				reap = true
+			case <-t.C:
+			}
+			b.checkVMs(reap)
+		}
+	}()
+	return nil
+}
+
+// checkVMs closes Done of the VMs whose domain is gone; with reap it
+// first destroys those whose domain shut down or crashed.
+func (b *Backend) checkVMs(reap bool) {
+	b.mu.Lock()
+	vms := make([]*VM, 0, len(b.vms))
+	for v := range b.vms {
+		vms = append(vms, v)
+	}
+	b.mu.Unlock()
+	if len(vms) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if reap {
+		ended, err := b.endedDomains(ctx)
+		if err != nil {
+			b.log.Warn().Err(err).Msg("list domains")
+		}
+		for _, v := range vms {
+			if ended[v.domid] && !v.saving.Load() {
+				b.log.Info().Str("vm", v.id).Uint32("domid", v.domid).Msg("domain shut down; destroying it")
+				if _, err := b.xl.run(ctx, "destroy", fmt.Sprint(v.domid)); err != nil {
+					b.log.Warn().Str("vm", v.id).Err(err).Msg("destroy")
+				}
+			}
+		}
+	}
+	for _, v := range vms {
+		ok, err := domainIs(ctx, b.xs, v.domid, v.name)
+		if err == nil && !ok {
+			b.log.Info().Str("vm", v.id).Uint32("domid", v.domid).Msg("domain ended")
+			v.markDone()
+		} else if err != nil && !errors.Is(err, context.Canceled) {
+			b.log.Debug().Str("vm", v.id).Err(err).Msg("domain check")
+		}
+	}
+}
+
+// endedDomains returns the domains xl lists as shut down or crashed.
+func (b *Backend) endedDomains(ctx context.Context) (map[uint32]bool, error) {
+	out, err := b.xl.run(ctx, "list")
+	if err != nil {
+		return nil, err
+	}
+	return parseEnded(string(out)), nil
+}
+
+// parseEnded reads `xl list`: Name ID Mem VCPUs State Time(s), State
+// being six flags "rbpscd" or "-" (running, blocked, paused, shutdown,
+// crashed, dying).
+func parseEnded(out string) map[uint32]bool {
+	ended := map[uint32]bool{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 6 || len(f[4]) != 6 {
+			continue
+		}
+		id, err := strconv.ParseUint(f[1], 10, 32)
+		if err != nil {
+			continue
+		}
+		if st := f[4]; st[3] == 's' || st[4] == 'c' {
+			ended[uint32(id)] = true
+		}
+	}
+	return ended
+}
+
+func (b *Backend) watch(v *VM) {
+	b.mu.Lock()
+	b.vms[v] = struct{}{}
+	b.mu.Unlock()
+}
+
+func (b *Backend) unwatch(v *VM) {
+	b.mu.Lock()
+	delete(b.vms, v)
+	b.mu.Unlock()
+}
