@@ -431,7 +431,11 @@ func (c *Conn) drain(events <-chan xenstore.Event, unremoved map[uint64]bool) (b
 		}
 		val, err := c.xs.Read(c.ctx, path)
 		if errors.Is(err, fs.ErrNotExist) {
-			continue
+			// Listed but not readable: xenstored may hide a node the
+			// caller may not read yet as absent. Skipping it would lose
+			// bytes; end the pass, the next listing tells (a chunk Reset
+			// removed is no longer listed).
+			return progressed, nil
 		}
 		if err != nil {
 			return progressed, c.fatal(err) // a transient error stops the pass: order
