@@ -10,7 +10,7 @@ GOFLAGS_TEST ?= -race
 BENCHTIME ?= 2000x
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps test lint bench demo fuzz proto clean help guest slurm-up slurm-down hosts-up hosts-down xen-image xen-up xen-down libegosf install
+.PHONY: all build deps test lint bench demo fuzz proto clean help guest slurm-up slurm-down hosts-up hosts-down test-xen xen-image xen-up xen-demo xen-down libegosf install
 
 all: build
 
@@ -73,6 +73,10 @@ guest:
 test: deps lint guest
 	$(GO) test $(GOFLAGS_TEST) -count=1 -timeout 30m ./...
 
+## test-xen: the Xen tests (build tag xenbed): a real Xen 4.17 host booted once in QEMU (TCG), sfld in its dom0, PV guests
+test-xen: deps lint guest xen-image
+	$(GO) test $(GOFLAGS_TEST) -tags xenbed -count=1 -timeout 40m -v ./integration/xenbed/ ./integration/xen/
+
 ## bench: run the benchmarks and print their figures against in-run baselines
 # Benchmarks that start VMs run VMBENCHTIME iterations; Slurm grants take
 # 30 ms (commands) to 1 s (slurmrestd): SLURM_BENCHTIME; the others BENCHTIME.
@@ -131,6 +135,18 @@ xen-up: build guest xen-image
 	  echo "  contrib/testbed/xen/testbed status --dir $(XEN_DIR)"; \
 	  echo "  consoles: $(XEN_DIR)/serial.log (Xen, dom0); dom0:/var/log/xen/console/guest-NAME.log (domUs); dom0:/var/log/sfld.log"; \
 	  echo "  make xen-down"
+
+## xen-demo: the in-guest demo on the Xen bed of xen-up: sfprimes in a PV guest and its XEN_DEMO_N-1 clones (combined count, checked against one VM)
+XEN_DEMO_N ?= 3
+XEN_DEMO_UPTO ?= 300000
+xen-demo:
+	@test -f $(XEN_DIR)/port || { echo "xen-demo: no Xen bed in $(XEN_DIR): run make xen-up first"; exit 1; }
+	@sfctl="$(BIN)/sfctl --config $(XEN_DIR)/host.yaml --addr 127.0.0.1:$$(cat $(XEN_DIR)/port)"; \
+	  $$sfctl vm start --name xen-demo --wait >/dev/null && \
+	  trap '$$sfctl vm stop xen-demo >/dev/null' EXIT && \
+	  echo "one VM:" && $$sfctl vm exec xen-demo -- sfprimes -single -upto $(XEN_DEMO_UPTO) && \
+	  echo "$(XEN_DEMO_N) VMs (the parent and its clones, PV domains restored from its checkpoint):" && \
+	  $$sfctl vm exec xen-demo -- sfprimes -n $(XEN_DEMO_N) -upto $(XEN_DEMO_UPTO)
 
 ## xen-down: stop the Xen test bed of xen-up and remove XEN_DIR
 xen-down:

@@ -26,7 +26,9 @@ func run(t *testing.T, cfg string, args ...string) (int, string, string) {
 func TestBadConfigurationIsUsageError(t *testing.T) {
 	for _, c := range []struct{ cfg, want string }{
 		{"state_dir: STATE\nsfld:\n  listen: nope\n", "sfld.listen"},
-		{"state_dir: STATE\nsfld:\n  hypervisor: xen\n", "sfld.hypervisor"},
+		{"state_dir: STATE\nsfld:\n  hypervisor: hyperv\n", "sfld.hypervisor"},
+		{"state_dir: STATE\nsfld:\n  hypervisor: xen\n  xen:\n    type: hvm\n", "sfld.xen"},
+		{"state_dir: STATE\nsfld:\n  hypervisor: xen\n  xen:\n    bogus: 1\n", "sfld.xen"},
 		{"state_dir: STATE\nsfld:\n  lease: 10ms\n", "sfld.lease"},
 		{"state_dir: STATE\nsfld:\n  colour: blue\n", "colour"},
 		{"state_dir: STATE\nsfld:\n  kvm:\n    accel: hvf\n", "accel"},

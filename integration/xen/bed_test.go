@@ -1,3 +1,5 @@
+//go:build xenbed
+
 // Package xen runs the SnowFlock guest API on a real Xen 4.17 host: Xen and
 // a PV dom0 inside QEMU (TCG), booted once for the package (xenbed), sfld
 // in dom0 with the Xen backend, and the test guest as PV domUs. sfctl and

@@ -1,3 +1,5 @@
+//go:build xenbed
+
 package xen
 
 import (

@@ -1,3 +1,5 @@
+//go:build xenbed
+
 package xenbed_test
 
 import (
