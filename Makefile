@@ -10,7 +10,7 @@ GOFLAGS_TEST ?= -race
 BENCHTIME ?= 2000x
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps test lint bench demo fuzz proto clean help guest slurm-up slurm-down hosts-up hosts-down test-xen xen-image xen-up xen-demo xen-down libegosf install
+.PHONY: all build deps test lint bench demo fuzz proto clean help guest slurm-up slurm-down hosts-up hosts-down test-xen bench-xen xen-image xen-up xen-demo xen-down libegosf install
 
 all: build
 
@@ -88,6 +88,11 @@ bench: deps guest
 	$(GO) test -run '^$$' -bench . -benchtime $(SLURM_BENCHTIME) ./allocator/slurm
 	$(GO) test -run '^$$' -bench . -benchtime $(VMBENCHTIME) $(VMBENCH_PKGS)
 	$(GO) test -run '^$$' -bench MultiHost -benchtime 1x -timeout 30m ./integration/
+	$(MAKE) bench-xen
+
+## bench-xen: clone latency through the Xen backend against plain xl save + xl restore, descriptor vs image size (Xen bed)
+bench-xen: deps guest xen-image
+	$(GO) test -tags xenbed -run '^$$' -bench XenClone -benchtime 1x -timeout 30m ./integration/xen/
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 FUZZTIME ?= 30s

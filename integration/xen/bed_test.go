@@ -202,3 +202,7 @@ func lastN(s string, n int) string {
 	}
 	return s
 }
+
+func contextTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

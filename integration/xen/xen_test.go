@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -226,9 +227,9 @@ func TestSfldKilledMidClone(t *testing.T) {
 	// Wait until a clone's domain is being built.
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		out := tb.dom0(t, "ls /var/lib/snowflock/sfld/vms | wc -l; pgrep -f 'xl (save|restore)' | wc -l")
-		f := strings.Fields(out)
-		if len(f) == 2 && (f[0] > "1" || f[1] != "0") {
+		// A clone's directory exists from the start of its restore.
+		out := tb.dom0(t, "ls /var/lib/snowflock/sfld/vms 2>/dev/null | wc -l")
+		if n, err := strconv.Atoi(strings.TrimSpace(out)); err == nil && n > 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -248,6 +249,37 @@ func TestSfldKilledMidClone(t *testing.T) {
 	guest(t, &r, "ids", "2")
 	if !slices.Equal(r.IDs, []int{0, 1}) {
 		t.Fatalf("after the restart, clone IDs %v, want [0 1]", r.IDs)
+	}
+	settled(t)
+}
+
+// TestCheckpointThenCreateClones: sf_checkpoint_parent, then
+// sf_create_clones later: the clones resume inside the checkpoint call.
+func TestCheckpointThenCreateClones(t *testing.T) {
+	var cp struct {
+		Checkpoint string `json:"checkpoint"`
+		CloneID    int    `json:"clone_id"`
+	}
+	guest(t, &cp, "checkpoint")
+	if cp.Checkpoint == "" || cp.CloneID != 0 {
+		t.Fatalf("sftest checkpoint: %+v", cp)
+	}
+	var r struct {
+		Granted int `json:"granted"`
+		Exits   []struct {
+			CloneID int    `json:"clone_id"`
+			Result  string `json:"result"`
+			Killed  bool   `json:"killed"`
+		} `json:"exits"`
+	}
+	guest(t, &r, "create-clones", cp.Checkpoint, "3")
+	if r.Granted != 3 || len(r.Exits) != 2 {
+		t.Fatalf("create-clones: %+v", r)
+	}
+	for _, e := range r.Exits {
+		if want := "resumed-at-checkpoint:" + strconv.Itoa(e.CloneID); e.Result != want || e.Killed {
+			t.Errorf("clone %d ended with %q (killed %v), want %q", e.CloneID, e.Result, e.Killed, want)
+		}
 	}
 	settled(t)
 }
