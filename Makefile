@@ -69,9 +69,9 @@ lint:
 guest:
 	@contrib/guest/build
 
-## test: install what is needed, lint, then run every test (root, real processes, real QEMU)
-test: deps lint guest
-	$(GO) test $(GOFLAGS_TEST) -count=1 -timeout 30m ./...
+## test: install what is needed, lint, then run every test (root, real processes, real QEMU, the Xen bed)
+test: deps lint guest xen-image
+	$(GO) test $(GOFLAGS_TEST) -tags xenbed -count=1 -timeout 40m ./...
 
 ## test-xen: the Xen tests (build tag xenbed): a real Xen 4.17 host booted once in QEMU (TCG), sfld in its dom0, PV guests
 test-xen: deps lint guest xen-image
