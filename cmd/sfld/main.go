@@ -66,8 +66,9 @@ an sfld section:
     listen: 127.0.0.1:7468      # daemon API address
     name: HOST                  # this host's name (default: hostname)
     tls_dir: STATE_DIR/tls      # CA certificate, this host's certificate and key
-    hypervisor: kvm
-    kvm: {accel: tcg, machine: q35, memory_mib: 256, kernel: ..., initrd: ...}`,
+    hypervisor: kvm             # or xen (sfld running in a Xen dom0: PV domains through xl)
+    kvm: {accel: tcg, machine: q35, memory_mib: 256, kernel: ..., initrd: ...}
+    xen: {type: pv, memory_mib: 256, kernel: ..., initrd: ...}`,
 		Version: version,
 	}
 	g.Register(root, "info", g.stderr)
