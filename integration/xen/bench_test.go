@@ -31,7 +31,7 @@ func BenchmarkXenClone(b *testing.B) {
 			Timing struct {
 				CheckpointMS    float64 `json:"checkpoint_ms"`
 				PauseMS         float64 `json:"pause_ms"`
-				DescriptorBytes int64   `json:"descriptor_bytes"`
+				DescriptorBytes int64   `json:"descriptor_bytes,string"`
 			} `json:"timing"`
 			Clones []struct {
 				StartMS float64 `json:"start_ms"`
@@ -76,8 +76,8 @@ func baseline(name string) (xlBaseline, error) {
 img=/var/lib/snowflock/bench.img
 cfg=/var/lib/snowflock/bench.cfg
 sed 's/^name = .*/name = "sf-bench"/' /var/lib/snowflock/sfld/vms/%s/domain.cfg > $cfg
-t0=$(date +%%s%%N); xl save -c %s $img >/dev/null 2>&1; t1=$(date +%%s%%N)
-xl restore -e $cfg $img >/dev/null 2>&1; t2=$(date +%%s%%N)
+t0=$(date +%%s%%N); xl save -c %s $img 2>&1 | tail -2; t1=$(date +%%s%%N)
+xl restore -e $cfg $img 2>&1 | tail -2; t2=$(date +%%s%%N)
 size=$(stat -c %%s $img)
 xl destroy sf-bench; rm -f $img $cfg
 echo "$(( (t1-t0)/1000000 )) $(( (t2-t1)/1000000 )) $size"`, strings.TrimPrefix(name, "sf-"), name)
