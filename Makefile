@@ -88,9 +88,8 @@ bench: deps guest
 	$(GO) test -run '^$$' -bench . -benchtime $(SLURM_BENCHTIME) ./allocator/slurm
 	$(GO) test -run '^$$' -bench . -benchtime $(VMBENCHTIME) $(VMBENCH_PKGS)
 	$(GO) test -run '^$$' -bench MultiHost -benchtime 1x -timeout 30m ./integration/
-	$(MAKE) bench-xen
 
-## bench-xen: clone latency through the Xen backend against plain xl save + xl restore, descriptor vs image size (Xen bed)
+## bench-xen: (not yet in make bench: its xl baseline fails) clone latency through the Xen backend against plain xl save + xl restore, descriptor vs image size (Xen bed)
 bench-xen: deps guest xen-image
 	$(GO) test -tags xenbed -run '^$$' -bench XenClone -benchtime 1x -timeout 30m ./integration/xen/
 
