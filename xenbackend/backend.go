@@ -52,8 +52,9 @@ type Backend struct {
 	// for most of a build anyway).
 	buildMu sync.Mutex
 
-	mu  sync.Mutex
-	vms map[*VM]struct{} // running VMs, watched for their end
+	mu   sync.Mutex
+	vms  map[*VM]struct{}  // running VMs, watched for their end
+	macs map[string]string // MAC -> ID of the VM that holds it
 }
 
 var _ clonesvc.Backend = (*Backend)(nil)
@@ -74,7 +75,8 @@ func New(cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xen backend: xenstore (is this dom0 with xenstored running?): %w", err)
 	}
-	b := &Backend{cfg: cfg, xl: xl{bin: bin}, xs: xs, log: cfg.Logger.With().Str("backend", Name).Logger(), vms: map[*VM]struct{}{}}
+	b := &Backend{cfg: cfg, xl: xl{bin: bin}, xs: xs, log: cfg.Logger.With().Str("backend", Name).Logger(),
+		vms: map[*VM]struct{}{}, macs: map[string]string{}}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if err := b.startMonitor(); err != nil {
 		xs.Close()
@@ -186,7 +188,7 @@ func (b *Backend) Start(ctx context.Context, spec clonesvc.VMSpec) (clonesvc.VM,
 		}
 	}
 	vm.started = time.Since(t0)
-	b.log.Info().Str("vm", spec.ID).Uint32("domid", vm.domid).Dur("took", vm.started).Msg("started")
+	b.log.Info().Str("vm", spec.ID).Uint32("domid", vm.domid).Str("mac", vm.mac).Dur("took", vm.started).Msg("started")
 	return vm, nil
 }
 
@@ -217,8 +219,22 @@ func (b *Backend) create(ctx context.Context, spec clonesvc.VMSpec, m machine, b
 	if err := os.WriteFile(filepath.Join(spec.Dir, fileName), []byte(vm.name+"\n"), 0o600); err != nil {
 		return nil, failed(spec.ID, err)
 	}
+	var n *nic
+	if b.cfg.Bridge != "" {
+		mac, err := b.reserveMAC(ctx, spec.ID)
+		if err != nil {
+			return nil, failed(spec.ID, err)
+		}
+		vm.mac = mac
+		defer func() {
+			if err != nil {
+				b.releaseMAC(mac, spec.ID)
+			}
+		}()
+		n = &nic{MAC: mac, Bridge: b.cfg.Bridge}
+	}
 	cfgPath := filepath.Join(spec.Dir, fileConfig)
-	if err := os.WriteFile(cfgPath, m.xlConfig(vm.name, spec.Hostname), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, m.xlConfig(vm.name, spec.Hostname, n), 0o600); err != nil {
 		return nil, failed(spec.ID, err)
 	}
 	b.buildMu.Lock()
@@ -264,6 +280,7 @@ type recordState struct {
 	DomID    uint32  `json:"domid"`
 	Machine  machine `json:"machine"`
 	Hostname string  `json:"hostname,omitempty"`
+	MAC      string  `json:"mac,omitempty"` // the vif's, when the domain has one
 }
 
 const maxRecordState = 64 << 10
@@ -295,6 +312,9 @@ func decodeRecord(rec clonesvc.Record) (recordState, error) {
 	if err := clonesvc.CheckHostname(st.Hostname); err != nil {
 		return st, err
 	}
+	if err := checkMAC(st.MAC); err != nil {
+		return st, err
+	}
 	return st, st.Machine.validate()
 }
 
@@ -306,7 +326,7 @@ func (b *Backend) Attach(ctx context.Context, rec clonesvc.Record) (clonesvc.VM,
 		return nil, invalid("attach: %v", err)
 	}
 	vm := b.newVM(st.ID, st.Dir, st.Hostname, st.Machine)
-	vm.domid = st.DomID
+	vm.domid, vm.mac = st.DomID, st.MAC
 	alive, err := domainIs(ctx, b.xs, st.DomID, st.Name)
 	if err != nil {
 		return nil, fmt.Errorf("xen: attach VM %s: %w", st.ID, err)
@@ -316,7 +336,7 @@ func (b *Backend) Attach(ctx context.Context, rec clonesvc.Record) (clonesvc.VM,
 		return nil, fmt.Errorf("xen: attach VM %s: %w: domain %d (%s) is gone", st.ID, clonesvc.ErrNotFound, st.DomID, st.Name)
 	}
 	b.watch(vm)
-	b.log.Info().Str("vm", st.ID).Uint32("domid", st.DomID).Msg("attached")
+	b.log.Info().Str("vm", st.ID).Uint32("domid", st.DomID).Str("mac", st.MAC).Msg("attached")
 	return vm, nil
 }
 

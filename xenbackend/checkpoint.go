@@ -87,10 +87,10 @@ func (v *VM) Checkpoint(ctx context.Context, dir string) (_ *clonesvc.Checkpoint
 		if err == nil {
 			err = waitErr
 		}
-		return nil, failed(v.id, fmt.Errorf("xl save -c %s: %w: %s", v.name, err, stderr.String()))
+		return nil, failed(v.id, fmt.Errorf("xl save -c %s: %w: %s%s", v.name, err, stderr.String(), v.leftSuspended()))
 	}
 	if err != nil {
-		return nil, failed(v.id, fmt.Errorf("split the save image: %w", err))
+		return nil, failed(v.id, fmt.Errorf("split the save image: %w%s", err, v.leftSuspended()))
 	}
 	// The domain must have come back: xl save -c resumes it.
 	if err := v.alive(ctx); err != nil {
@@ -116,4 +116,23 @@ func (v *VM) Checkpoint(ctx context.Context, dir string) (_ *clonesvc.Checkpoint
 	v.b.log.Info().Str("vm", v.id).Dur("took", cp.Took).Uint64("pages", info.Pages).Uint64("zero_pages", info.ZeroPages).
 		Int64("descriptor_bytes", info.DescriptorBytes).Int64("image_bytes", info.ImageBytes).Msg("checkpoint")
 	return cp, nil
+}
+
+// leftSuspended is called after a failed save. xl save -c resumes the
+// guest when the save fails, but not when xl itself was stopped (the
+// checkpoint's context ended): the domain then stays suspended, and xl
+// has no command to resume it. Such a domain is destroyed now rather
+// than by the reaper's grace; the returned text says so for the error.
+func (v *VM) leftSuspended() string {
+	ctx, cancel := context.WithTimeout(v.b.ctx, 30*time.Second)
+	defer cancel()
+	states, err := v.b.domainStates(ctx)
+	if err != nil || states[v.domid] != domainSuspended {
+		return ""
+	}
+	v.b.log.Warn().Str("vm", v.id).Uint32("domid", v.domid).Msg("the failed save left the domain suspended; destroying it")
+	if _, err := v.b.xl.run(ctx, "destroy", fmt.Sprint(v.domid)); err != nil {
+		return fmt.Sprintf(" (the save left the domain suspended, and destroying it failed: %v)", err)
+	}
+	return " (the save left the domain suspended, which xl cannot resume: it was destroyed)"
 }

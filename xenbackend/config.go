@@ -37,6 +37,11 @@ type Config struct {
 	// ConsoleDir is where xenconsoled --log=guest writes the guests'
 	// consoles (default /var/log/xen/console).
 	ConsoleDir string `mapstructure:"console_dir" json:"console_dir"`
+	// Bridge, when set, gives every domain one network interface (a vif,
+	// run by Xen's vif-bridge hotplug script) on this dom0 bridge, with a
+	// MAC address of its own: a clone's differs from its parent's and from
+	// every other live domain's of this backend. Empty: no network device.
+	Bridge string `mapstructure:"bridge" json:"bridge"`
 	// Logger receives the backend's logs (default: none).
 	Logger zerolog.Logger `mapstructure:"-" json:"-"`
 }
@@ -81,6 +86,9 @@ func (c Config) Validate() error {
 	if c.TargetMiB != 0 && (c.TargetMiB < minMemoryMiB || (c.MemoryMiB != 0 && c.TargetMiB > c.MemoryMiB)) {
 		return fmt.Errorf("sfld.xen.target_mib %d: want %d..memory_mib", c.TargetMiB, minMemoryMiB)
 	}
+	if c.Bridge != "" && !validIfname(c.Bridge) {
+		return fmt.Errorf("sfld.xen.bridge %q: want a network interface name (1 to 15 of A-Z a-z 0-9 . _ -)", c.Bridge)
+	}
 	for name, v := range map[string]string{"kernel": c.Kernel, "initrd": c.Initrd, "append": c.Append, "xl": c.XL, "console_dir": c.ConsoleDir} {
 		if err := checkCfgString(v); err != nil {
 			return fmt.Errorf("sfld.xen.%s: %w", name, err)
@@ -106,4 +114,18 @@ func checkCfgString(s string) error {
 		return fmt.Errorf("%q contains a quote, backslash, newline or NUL", s)
 	}
 	return nil
+}
+
+// validIfname reports whether s is a Linux network interface name that can
+// stand in an xl vif specification (no ',' '=' or quotes).
+func validIfname(s string) bool {
+	if len(s) == 0 || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

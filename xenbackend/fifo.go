@@ -48,6 +48,7 @@ func openFIFO(ctx context.Context, path string, write bool, exited <-chan struct
 		if r.err != nil {
 			return nil, fmt.Errorf("open %s: %w", path, r.err)
 		}
+		growPipe(r.f)
 		return r.f, nil
 	case <-exited:
 		why = errors.New("xl exited before opening its image pipe")
@@ -78,5 +79,17 @@ func openFIFO(ctx context.Context, path string, write bool, exited <-chan struct
 			return nil, why
 		case <-time.After(time.Millisecond):
 		}
+	}
+}
+
+// pipeSize is the buffer asked for the image pipes. With Linux's default
+// 64 KiB, xl and sfld take turns every few pages, and each switch is dear
+// in a PV dom0 (a hypercall); 1 MiB is the default pipe-max-size.
+const pipeSize = 1 << 20
+
+// growPipe enlarges f's pipe buffer to pipeSize, if the kernel lets it.
+func growPipe(f *os.File) {
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
 	}
 }

@@ -81,7 +81,8 @@ func (m machine) cmdline(hostname string) string {
 // validate (no quote, backslash or newline), and name and hostname are
 // RFC 1123 names. A domain ends when its guest powers off, reboots or
 // crashes: a SnowFlock VM is never restarted behind the service's back.
-func (m machine) xlConfig(name, hostname string) []byte {
+// With a nic, the domain has one vif with that MAC on that bridge.
+func (m machine) xlConfig(name, hostname string, n *nic) []byte {
 	var b strings.Builder
 	q := strconv.Quote
 	fmt.Fprintf(&b, "name = %s\n", q(name))
@@ -93,6 +94,12 @@ func (m machine) xlConfig(name, hostname string) []byte {
 	fmt.Fprintf(&b, "extra = %s\n", q(m.cmdline(hostname)))
 	fmt.Fprintf(&b, "memory = %d\nmaxmem = %d\n", m.MemoryMiB, m.MemoryMiB)
 	fmt.Fprintf(&b, "vcpus = %d\n", m.CPUs)
+	if n != nil {
+		fmt.Fprintf(&b, "vif = [ %s ]\n", q("mac="+n.MAC+",bridge="+n.Bridge))
+	}
 	b.WriteString("on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n")
 	return []byte(b.String())
 }
+
+// nic is a domain's network interface: its MAC and the dom0 bridge.
+type nic struct{ MAC, Bridge string }

@@ -53,7 +53,7 @@ func (b *Backend) Restore(ctx context.Context, spec clonesvc.VMSpec, cp *clonesv
 		return nil, err
 	}
 	vm.started = time.Since(t0)
-	b.log.Info().Str("vm", spec.ID).Uint32("domid", vm.domid).Dur("took", vm.started).Msg("restored")
+	b.log.Info().Str("vm", spec.ID).Uint32("domid", vm.domid).Str("mac", vm.mac).Dur("took", vm.started).Msg("restored")
 	return vm, nil
 }
 

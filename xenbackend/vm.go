@@ -27,6 +27,7 @@ type VM struct {
 	name     string // Xen domain name
 	hostname string
 	m        machine
+	mac      string // the vif's MAC ("": no vif)
 	domid    uint32
 	started  time.Duration
 
@@ -37,8 +38,9 @@ type VM struct {
 	// must not act on.
 	saving atomic.Bool
 
-	mu   sync.Mutex
-	conn *xenchan.Conn // the open guest channel
+	mu          sync.Mutex
+	conn        *xenchan.Conn // the open guest channel
+	suspendedAt time.Time     // when the reaper first saw the domain suspended by another tool
 }
 
 var _ clonesvc.VM = (*VM)(nil)
@@ -55,7 +57,7 @@ func (v *VM) DomID() uint32 { return v.domid }
 
 // Record returns what Attach needs.
 func (v *VM) Record() clonesvc.Record {
-	st, _ := json.Marshal(recordState{ID: v.id, Dir: v.dir, Name: v.name, DomID: v.domid, Machine: v.m, Hostname: v.hostname})
+	st, _ := json.Marshal(recordState{ID: v.id, Dir: v.dir, Name: v.name, DomID: v.domid, Machine: v.m, Hostname: v.hostname, MAC: v.mac})
 	return clonesvc.Record{Backend: Name, Version: recordVersion, State: st}
 }
 
@@ -212,8 +214,16 @@ func (b *Backend) startMonitor() error {
 	return nil
 }
 
-// checkVMs closes Done of the VMs whose domain is gone; with reap it
-// first destroys those whose domain shut down or crashed.
+// suspendGrace is how long the reaper leaves a domain that is suspended
+// while the backend is not saving it: a save or migration by another tool
+// (an operator's own `xl save -c`) suspends the guest for as long as it
+// copies memory. One suspended for longer was left so by a save that died
+// (xl cannot resume it), and is destroyed.
+const suspendGrace = 5 * time.Minute
+
+// checkVMs closes Done of the VMs whose domain is gone; with reap (a
+// domain ended, or one of the backend's domains is suspended) it first
+// destroys those whose domain shut down or crashed.
 func (b *Backend) checkVMs(reap bool) {
 	b.mu.Lock()
 	vms := make([]*VM, 0, len(b.vms))
@@ -226,19 +236,13 @@ func (b *Backend) checkVMs(reap bool) {
 	}
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
+	for _, v := range vms {
+		if !v.suspendedSince().IsZero() {
+			reap = true
+		}
+	}
 	if reap {
-		ended, err := b.endedDomains(ctx)
-		if err != nil {
-			b.log.Warn().Err(err).Msg("list domains")
-		}
-		for _, v := range vms {
-			if ended[v.domid] && !v.saving.Load() {
-				b.log.Info().Str("vm", v.id).Uint32("domid", v.domid).Msg("domain shut down; destroying it")
-				if _, err := b.xl.run(ctx, "destroy", fmt.Sprint(v.domid)); err != nil {
-					b.log.Warn().Str("vm", v.id).Err(err).Msg("destroy")
-				}
-			}
-		}
+		b.reap(ctx, vms)
 	}
 	for _, v := range vms {
 		ok, err := domainIs(ctx, b.xs, v.domid, v.name)
@@ -251,20 +255,72 @@ func (b *Backend) checkVMs(reap bool) {
 	}
 }
 
-// endedDomains returns the domains xl lists as shut down or crashed.
-func (b *Backend) endedDomains(ctx context.Context) (map[uint32]bool, error) {
+// reap destroys the VMs whose domain shut down or crashed, and those
+// suspended for longer than suspendGrace while the backend was not saving
+// them.
+func (b *Backend) reap(ctx context.Context, vms []*VM) {
+	states, err := b.domainStates(ctx)
+	if err != nil {
+		b.log.Warn().Err(err).Msg("list domains")
+		return
+	}
+	for _, v := range vms {
+		st := states[v.domid]
+		if st != domainSuspended || v.saving.Load() {
+			v.setSuspendedSince(time.Time{})
+		}
+		if v.saving.Load() {
+			continue
+		}
+		switch st {
+		case domainEnded:
+			b.log.Info().Str("vm", v.id).Uint32("domid", v.domid).Msg("domain shut down; destroying it")
+		case domainSuspended:
+			since := v.suspendedSince()
+			if since.IsZero() {
+				b.log.Warn().Str("vm", v.id).Uint32("domid", v.domid).Dur("grace", suspendGrace).
+					Msg("domain suspended by another tool (xl save or migrate?); destroyed if it stays so")
+				v.setSuspendedSince(time.Now())
+				continue
+			}
+			if time.Since(since) < suspendGrace {
+				continue
+			}
+			b.log.Warn().Str("vm", v.id).Uint32("domid", v.domid).Msg("domain left suspended; destroying it")
+		default:
+			continue
+		}
+		if _, err := b.xl.run(ctx, "destroy", fmt.Sprint(v.domid)); err != nil {
+			b.log.Warn().Str("vm", v.id).Err(err).Msg("destroy")
+		}
+	}
+}
+
+// domainState is what the reaper reads of a domain in `xl list`.
+type domainState int
+
+const (
+	domainLive      domainState = iota // running, blocked or paused
+	domainEnded                        // shut down (not for suspend) or crashed
+	domainSuspended                    // shut down for suspend: being saved
+)
+
+// domainStates lists the domains' states.
+func (b *Backend) domainStates(ctx context.Context) (map[uint32]domainState, error) {
 	out, err := b.xl.run(ctx, "list")
 	if err != nil {
 		return nil, err
 	}
-	return parseEnded(string(out)), nil
+	return parseList(string(out)), nil
 }
 
-// parseEnded reads `xl list`: Name ID Mem VCPUs State Time(s), State
-// being six flags "rbpscd" or "-" (running, blocked, paused, shutdown,
-// crashed, dying).
-func parseEnded(out string) map[uint32]bool {
-	ended := map[uint32]bool{}
+// parseList reads `xl list`: Name ID Mem VCPUs State Time(s), State being
+// six flags: r (running), b (blocked), p (paused), s (shut down), the
+// shutdown reason (- poweroff, r reboot, s suspend, c crash, w watchdog,
+// S soft reset) and d (dying), each "-" when unset. Domains that are
+// neither shut down nor dying are left out.
+func parseList(out string) map[uint32]domainState {
+	states := map[uint32]domainState{}
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		if len(f) != 6 || len(f[4]) != 6 {
@@ -274,21 +330,41 @@ func parseEnded(out string) map[uint32]bool {
 		if err != nil {
 			continue
 		}
-		if st := f[4]; st[3] == 's' || st[4] == 'c' {
-			ended[uint32(id)] = true
+		switch st := f[4]; {
+		case st[3] == 's' && st[4] == 's':
+			states[uint32(id)] = domainSuspended
+		case st[3] == 's' || st[4] == 'c':
+			states[uint32(id)] = domainEnded
 		}
 	}
-	return ended
+	return states
+}
+
+func (v *VM) suspendedSince() time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.suspendedAt
+}
+
+func (v *VM) setSuspendedSince(t time.Time) {
+	v.mu.Lock()
+	v.suspendedAt = t
+	v.mu.Unlock()
 }
 
 func (b *Backend) watch(v *VM) {
 	b.mu.Lock()
 	b.vms[v] = struct{}{}
+	if v.mac != "" {
+		b.macs[v.mac] = v.id
+	}
 	b.mu.Unlock()
 }
 
+// unwatch forgets an ended VM, and frees its MAC.
 func (b *Backend) unwatch(v *VM) {
 	b.mu.Lock()
 	delete(b.vms, v)
 	b.mu.Unlock()
+	b.releaseMAC(v.mac, v.id)
 }

@@ -283,3 +283,77 @@ func TestCheckpointThenCreateClones(t *testing.T) {
 	}
 	settled(t)
 }
+
+// TestClonesOwnNamesAndMACs: an operator clone of the parent gives every
+// clone a domain of its own name, UUID and MAC (the bed's sfld puts each
+// domain's vif on dom0's bridge xenbr0), and the clone's guest sees its
+// new MAC, not the parent's: netfront reads it again after the restore.
+func TestClonesOwnNamesAndMACs(t *testing.T) {
+	out, err := tb.sfctl("clone", tb.parent, "-n", "3", "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, tb.tail())
+	}
+	var r struct {
+		Ticket string `json:"ticket"`
+		Clones []struct {
+			ID string `json:"id"`
+		} `json:"clones"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil || len(r.Clones) != 2 {
+		t.Fatalf("sfctl clone --json printed %q: %v", out, err)
+	}
+	defer func() {
+		if _, err := tb.sfctl("kill", r.Ticket); err != nil {
+			t.Error(err)
+		}
+		settled(t)
+	}()
+	// xl list -v: name, domid and UUID of every domain.
+	uuids := map[string]string{}
+	for _, line := range strings.Split(tb.dom0(t, "xl list -v"), "\n")[1:] {
+		if f := strings.Fields(line); len(f) >= 7 {
+			uuids[f[0]] = f[6]
+		}
+	}
+	vms := []string{tb.parent}
+	for _, c := range r.Clones {
+		vms = append(vms, c.ID)
+	}
+	seenMAC, seenUUID := map[string]string{}, map[string]string{}
+	for _, id := range vms {
+		name := "sf-" + id
+		uuid, ok := uuids[name]
+		if !ok {
+			t.Errorf("VM %s: no domain %s in xl list -v: %v", id, name, uuids)
+			continue
+		}
+		// xl network-list: Idx BE Mac ...; one vif.
+		lines := strings.Split(strings.TrimSpace(tb.dom0(t, "xl network-list "+name)), "\n")
+		if len(lines) != 2 || len(strings.Fields(lines[1])) < 3 {
+			t.Errorf("domain %s: xl network-list printed %q, want one vif", name, lines)
+			continue
+		}
+		mac := strings.Fields(lines[1])[2]
+		got, err := tb.sfctl("vm", "exec", id, "--", "cat", "/sys/class/net/eth0/address")
+		if err != nil {
+			t.Errorf("VM %s: %v", id, err)
+			continue
+		}
+		if g := strings.TrimSpace(string(got)); g != mac {
+			t.Errorf("VM %s: the guest's eth0 is %q, its domain's vif %q", id, g, mac)
+		}
+		if !strings.HasPrefix(mac, "00:16:3e:") {
+			t.Errorf("VM %s: MAC %s is not under Xen's prefix 00:16:3e", id, mac)
+		}
+		if other, dup := seenMAC[mac]; dup {
+			t.Errorf("VMs %s and %s share MAC %s", other, id, mac)
+		}
+		if other, dup := seenUUID[uuid]; dup {
+			t.Errorf("VMs %s and %s share UUID %s", other, id, uuid)
+		}
+		seenMAC[mac], seenUUID[uuid] = id, id
+	}
+	if attached := tb.dom0(t, "ls /sys/class/net/xenbr0/brif | wc -l"); strings.TrimSpace(attached) != "3" {
+		t.Errorf("xenbr0 has %s ports, want the 3 domains' vifs", strings.TrimSpace(attached))
+	}
+}
