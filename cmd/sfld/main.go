@@ -68,7 +68,7 @@ an sfld section:
     tls_dir: STATE_DIR/tls      # CA certificate, this host's certificate and key
     hypervisor: kvm             # or xen (sfld running in a Xen dom0: PV domains through xl)
     kvm: {accel: tcg, machine: q35, memory_mib: 256, kernel: ..., initrd: ...}
-    xen: {type: pv, memory_mib: 256, kernel: ..., initrd: ...}`,
+    xen: {type: pv, memory_mib: 256, kernel: ..., initrd: ..., bridge: xenbr0}`,
 		Version: version,
 	}
 	g.Register(root, "info", g.stderr)
