@@ -77,17 +77,6 @@ func checkSpec(spec clonesvc.VMSpec) error {
 	return nil
 }
 
-// checkFile says whether a file a VM needs exists.
-func checkFile(what, path string) error {
-	if path == "" {
-		return nil
-	}
-	if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
-		return invalid("%s %q is not a readable file", what, path)
-	}
-	return nil
-}
-
 // Start boots a new VM.
 func (b *Backend) Start(ctx context.Context, spec clonesvc.VMSpec) (clonesvc.VM, error) {
 	if err := checkSpec(spec); err != nil {
@@ -96,40 +85,21 @@ func (b *Backend) Start(ctx context.Context, spec clonesvc.VMSpec) (clonesvc.VM,
 	if err := checkSize(spec.CPUs, spec.MemoryMiB); err != nil {
 		return nil, invalid("VM %s: %v", spec.ID, err)
 	}
+	boot, err := clonesvc.Boot{CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB,
+		Kernel: b.cfg.Kernel, Initrd: b.cfg.Initrd, Append: b.cfg.Append}.Apply(spec)
+	if err != nil {
+		return nil, fmt.Errorf("kvm: VM %s: %w", spec.ID, err)
+	}
 	m := machine{
 		Type: b.cfg.Machine, Accel: b.cfg.Accel,
-		CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB,
-		Kernel: b.cfg.Kernel, Initrd: b.cfg.Initrd, Append: b.cfg.Append,
-	}
-	if spec.CPUs != 0 {
-		m.CPUs = spec.CPUs
-	}
-	if spec.MemoryMiB != 0 {
-		m.MemoryMiB = spec.MemoryMiB
-	}
-	if spec.Kernel != "" {
-		m.Kernel, m.Initrd = spec.Kernel, spec.Initrd
-	}
-	if spec.Append != "" {
-		m.Append = joinArgs(m.Append, spec.Append)
-	}
-	for _, p := range []*string{&m.Kernel, &m.Initrd} {
-		if *p != "" {
-			abs, err := filepath.Abs(*p)
-			if err != nil {
-				return nil, invalid("VM %s: %v", spec.ID, err)
-			}
-			*p = abs
-		}
+		CPUs: boot.CPUs, MemoryMiB: boot.MemoryMiB,
+		Kernel: boot.Kernel, Initrd: boot.Initrd, Append: boot.Append,
 	}
 	if err := m.validate(); err != nil {
 		return nil, invalid("VM %s: %v", spec.ID, err)
 	}
-	if err := checkFile("kernel", m.Kernel); err != nil {
-		return nil, err
-	}
-	if err := checkFile("initrd", m.Initrd); err != nil {
-		return nil, err
+	if err := boot.CheckFiles(); err != nil {
+		return nil, fmt.Errorf("kvm: VM %s: %w", spec.ID, err)
 	}
 	vm, undo, err := b.launch(ctx, launch{
 		machine: m, ID: spec.ID, Dir: spec.Dir, Hostname: spec.Hostname,
@@ -142,13 +112,6 @@ func (b *Backend) Start(ctx context.Context, spec clonesvc.VMSpec) (clonesvc.VM,
 	undo.release()
 	b.log.Info().Str("vm", spec.ID).Int("pid", vm.proc.pid).Dur("took", vm.started).Msg("started")
 	return vm, nil
-}
-
-func joinArgs(a, b string) string {
-	if a == "" || b == "" {
-		return a + b
-	}
-	return a + " " + b
 }
 
 // Restore starts a clone from cp: the same machine, RAM mapped
@@ -179,13 +142,11 @@ func (b *Backend) Restore(ctx context.Context, spec clonesvc.VMSpec, cp *clonesv
 	if fi, err := os.Stat(memPath); err != nil || !fi.Mode().IsRegular() || uint64(fi.Size()) != img.Size {
 		return nil, invalid("VM %s: memory image %q is missing or not %d bytes", spec.ID, memPath, img.Size)
 	}
-	if err := checkFile("device state", cp.DeviceState); err != nil || cp.DeviceState == "" {
+	if err := clonesvc.CheckFile("device state", cp.DeviceState); err != nil || cp.DeviceState == "" {
 		return nil, invalid("VM %s: device state %q is not a readable file", spec.ID, cp.DeviceState)
 	}
-	for _, f := range [][2]string{{"kernel", m.Kernel}, {"initrd", m.Initrd}} {
-		if err := checkFile(f[0], f[1]); err != nil {
-			return nil, err
-		}
+	if err := (clonesvc.Boot{Kernel: m.Kernel, Initrd: m.Initrd}).CheckFiles(); err != nil {
+		return nil, fmt.Errorf("kvm: VM %s: %w", spec.ID, err)
 	}
 	return b.restore(ctx, launch{
 		machine: m, ID: spec.ID, Dir: spec.Dir, Hostname: spec.Hostname,

@@ -124,16 +124,6 @@ func checkSpec(spec clonesvc.VMSpec) error {
 	return nil
 }
 
-func checkFile(what, path string) error {
-	if path == "" {
-		return nil
-	}
-	if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
-		return invalid("%s %q is not a readable file", what, path)
-	}
-	return nil
-}
-
 // Start boots a new domain.
 func (b *Backend) Start(ctx context.Context, spec clonesvc.VMSpec) (clonesvc.VM, error) {
 	if err := checkSpec(spec); err != nil {
@@ -142,37 +132,18 @@ func (b *Backend) Start(ctx context.Context, spec clonesvc.VMSpec) (clonesvc.VM,
 	if err := checkSize(spec.CPUs, spec.MemoryMiB); err != nil {
 		return nil, invalid("VM %s: %v", spec.ID, err)
 	}
-	m := machine{Type: b.cfg.Type, CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB,
-		Kernel: b.cfg.Kernel, Initrd: b.cfg.Initrd, Append: b.cfg.Append}
-	if spec.CPUs != 0 {
-		m.CPUs = spec.CPUs
+	boot, err := clonesvc.Boot{CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB,
+		Kernel: b.cfg.Kernel, Initrd: b.cfg.Initrd, Append: b.cfg.Append}.Apply(spec)
+	if err != nil {
+		return nil, fmt.Errorf("xen: VM %s: %w", spec.ID, err)
 	}
-	if spec.MemoryMiB != 0 {
-		m.MemoryMiB = spec.MemoryMiB
-	}
-	if spec.Kernel != "" {
-		m.Kernel, m.Initrd = spec.Kernel, spec.Initrd
-	}
-	if spec.Append != "" {
-		m.Append = joinArgs(m.Append, spec.Append)
-	}
-	for _, p := range []*string{&m.Kernel, &m.Initrd} {
-		if *p != "" {
-			abs, err := filepath.Abs(*p)
-			if err != nil {
-				return nil, invalid("VM %s: %v", spec.ID, err)
-			}
-			*p = abs
-		}
-	}
+	m := machine{Type: b.cfg.Type, CPUs: boot.CPUs, MemoryMiB: boot.MemoryMiB,
+		Kernel: boot.Kernel, Initrd: boot.Initrd, Append: boot.Append}
 	if err := m.validate(); err != nil {
 		return nil, invalid("VM %s: %v", spec.ID, err)
 	}
-	if err := checkFile("kernel", m.Kernel); err != nil {
-		return nil, err
-	}
-	if err := checkFile("initrd", m.Initrd); err != nil {
-		return nil, err
+	if err := boot.CheckFiles(); err != nil {
+		return nil, fmt.Errorf("xen: VM %s: %w", spec.ID, err)
 	}
 	t0 := time.Now()
 	vm, err := b.create(ctx, spec, m, func(cfgPath string) error {
@@ -190,13 +161,6 @@ func (b *Backend) Start(ctx context.Context, spec clonesvc.VMSpec) (clonesvc.VM,
 	vm.started = time.Since(t0)
 	b.log.Info().Str("vm", spec.ID).Uint32("domid", vm.domid).Str("mac", vm.mac).Dur("took", vm.started).Msg("started")
 	return vm, nil
-}
-
-func joinArgs(a, b string) string {
-	if a == "" || b == "" {
-		return a + b
-	}
-	return a + " " + b
 }
 
 // create writes the domain's configuration and name into spec.Dir, runs

@@ -42,7 +42,7 @@ func (b *Backend) Restore(ctx context.Context, spec clonesvc.VMSpec, cp *clonesv
 	if fi, err := os.Stat(memPath); err != nil || !fi.Mode().IsRegular() || uint64(fi.Size()) != img.Size {
 		return nil, invalid("VM %s: memory image %q is missing or not %d bytes", spec.ID, memPath, img.Size)
 	}
-	if err := checkFile("device state", cp.DeviceState); err != nil || cp.DeviceState == "" {
+	if err := clonesvc.CheckFile("device state", cp.DeviceState); err != nil || cp.DeviceState == "" {
 		return nil, invalid("VM %s: device state %q is not a readable file", spec.ID, cp.DeviceState)
 	}
 	t0 := time.Now()

@@ -1,0 +1,75 @@
+package clonesvc
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Boot is how a new VM boots: its size and its kernel. A backend keeps
+// its configured defaults in one and applies each VMSpec to it (Apply),
+// so that every backend reads a spec the same way.
+type Boot struct {
+	CPUs      int
+	MemoryMiB int
+	Kernel    string
+	Initrd    string
+	// Append is the kernel command line the backend's own arguments
+	// (console, sf.hostname) are added to.
+	Append string
+}
+
+// Apply returns b with spec's choices: its CPUs and MemoryMiB where not
+// zero, its Kernel with its Initrd where it names a kernel, and its Append
+// after b's. Kernel and initrd paths are made absolute. Sizes are the
+// backend's to check (their limits differ).
+func (b Boot) Apply(spec VMSpec) (Boot, error) {
+	if spec.CPUs != 0 {
+		b.CPUs = spec.CPUs
+	}
+	if spec.MemoryMiB != 0 {
+		b.MemoryMiB = spec.MemoryMiB
+	}
+	if spec.Kernel != "" {
+		b.Kernel, b.Initrd = spec.Kernel, spec.Initrd
+	}
+	switch {
+	case spec.Append == "":
+	case b.Append == "":
+		b.Append = spec.Append
+	default:
+		b.Append += " " + spec.Append
+	}
+	for _, p := range []*string{&b.Kernel, &b.Initrd} {
+		if *p == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return b, fmt.Errorf("%w: %s: %w", ErrInvalidArgument, *p, err)
+		}
+		*p = abs
+	}
+	return b, nil
+}
+
+// CheckFiles reports a kernel or initrd that is not a regular file.
+func (b Boot) CheckFiles() error {
+	if err := CheckFile("kernel", b.Kernel); err != nil {
+		return err
+	}
+	return CheckFile("initrd", b.Initrd)
+}
+
+// CheckFile reports, wrapping ErrInvalidArgument, that the file a VM
+// needs (what: "kernel", "device state", ...) is not a regular file. An
+// empty path passes: the caller decides whether the file is optional.
+func CheckFile(what, path string) error {
+	if path == "" {
+		return nil
+	}
+	if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: %s %q is not a readable file", ErrInvalidArgument, what, path)
+	}
+	return nil
+}

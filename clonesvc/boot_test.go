@@ -1,0 +1,42 @@
+package clonesvc
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestBootApply(t *testing.T) {
+	def := Boot{CPUs: 1, MemoryMiB: 256, Kernel: "/k", Initrd: "/i", Append: "quiet"}
+	got, err := def.Apply(VMSpec{})
+	if err != nil || got != def {
+		t.Fatalf("empty spec: %+v, %v; want the defaults", got, err)
+	}
+	got, err = def.Apply(VMSpec{CPUs: 2, MemoryMiB: 512, Kernel: "/k2", Append: "debug"})
+	want := Boot{CPUs: 2, MemoryMiB: 512, Kernel: "/k2", Append: "quiet debug"}
+	if err != nil || got != want {
+		t.Fatalf("Apply = %+v, %v; want %+v (a spec's kernel comes with its own initrd, none here)", got, err, want)
+	}
+	got, err = Boot{}.Apply(VMSpec{Kernel: "rel/k", Initrd: "rel/i", Append: "a"})
+	wd, _ := os.Getwd()
+	if err != nil || got.Kernel != filepath.Join(wd, "rel/k") || got.Initrd != filepath.Join(wd, "rel/i") || got.Append != "a" {
+		t.Fatalf("relative paths: %+v, %v", got, err)
+	}
+}
+
+func TestBootCheckFiles(t *testing.T) {
+	dir := t.TempDir()
+	k := filepath.Join(dir, "vmlinuz")
+	if err := os.WriteFile(k, []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := (Boot{Kernel: k}).CheckFiles(); err != nil {
+		t.Fatalf("a kernel file and no initrd: %v", err)
+	}
+	for _, b := range []Boot{{Kernel: filepath.Join(dir, "missing")}, {Kernel: k, Initrd: dir}} {
+		if err := b.CheckFiles(); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%+v: %v, want ErrInvalidArgument", b, err)
+		}
+	}
+}
