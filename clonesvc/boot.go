@@ -9,14 +9,17 @@ import (
 // Boot is how a new VM boots: its size and its kernel. A backend keeps
 // its configured defaults in one and applies each VMSpec to it (Apply),
 // so that every backend reads a spec the same way.
+//
+// Backends' configurations embed it (mapstructure ",squash"): the keys
+// cpus, memory_mib, kernel, initrd and append of sfld.kvm and sfld.xen.
 type Boot struct {
-	CPUs      int
-	MemoryMiB int
-	Kernel    string
-	Initrd    string
+	CPUs      int    `mapstructure:"cpus" json:"cpus"`
+	MemoryMiB int    `mapstructure:"memory_mib" json:"memory_mib"`
+	Kernel    string `mapstructure:"kernel" json:"kernel"`
+	Initrd    string `mapstructure:"initrd" json:"initrd"`
 	// Append is the kernel command line the backend's own arguments
 	// (console, sf.hostname) are added to.
-	Append string
+	Append string `mapstructure:"append" json:"append"`
 }
 
 // Apply returns b with spec's choices: its CPUs and MemoryMiB where not

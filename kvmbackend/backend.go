@@ -85,8 +85,7 @@ func (b *Backend) Start(ctx context.Context, spec clonesvc.VMSpec) (clonesvc.VM,
 	if err := checkSize(spec.CPUs, spec.MemoryMiB); err != nil {
 		return nil, invalid("VM %s: %v", spec.ID, err)
 	}
-	boot, err := clonesvc.Boot{CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB,
-		Kernel: b.cfg.Kernel, Initrd: b.cfg.Initrd, Append: b.cfg.Append}.Apply(spec)
+	boot, err := b.cfg.Boot.Apply(spec)
 	if err != nil {
 		return nil, fmt.Errorf("kvm: VM %s: %w", spec.ID, err)
 	}

@@ -26,7 +26,7 @@ const benchMemMiB = 256
 // benchParent starts the parent VM of the benchmarks.
 func benchParent(b *testing.B) (*Backend, *VM) {
 	b.Helper()
-	cfg := Config{MemoryMiB: benchMemMiB, Logger: zerolog.New(zerolog.NewTestWriter(b))}
+	cfg := Config{Boot: clonesvc.Boot{MemoryMiB: benchMemMiB}, Logger: zerolog.New(zerolog.NewTestWriter(b))}
 	kernel, _ := filepath.Abs("../build/guest/vmlinuz")
 	initrd, _ := filepath.Abs("../build/guest/initrd.img")
 	_, kerr := os.Stat(kernel)

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
+
+	"github.com/snowflock/snowflock/clonesvc"
 )
 
 // Accelerators and machine types.
@@ -29,15 +31,10 @@ type Config struct {
 	Accel string `mapstructure:"accel" json:"accel"`
 	// Machine is q35 (default) or microvm (needs a kernel).
 	Machine string `mapstructure:"machine" json:"machine"`
-	// CPUs and MemoryMiB are the defaults for specs that leave them zero
-	// (1 and 256).
-	CPUs      int `mapstructure:"cpus" json:"cpus"`
-	MemoryMiB int `mapstructure:"memory_mib" json:"memory_mib"`
-	// Kernel, Initrd and Append are the defaults for specs that name no
-	// kernel; Append is added before the spec's own Append.
-	Kernel string `mapstructure:"kernel" json:"kernel"`
-	Initrd string `mapstructure:"initrd" json:"initrd"`
-	Append string `mapstructure:"append" json:"append"`
+	// Boot holds the defaults for specs that leave them out: cpus and
+	// memory_mib (1 and 256), kernel and initrd (for specs that name no
+	// kernel), append (before the spec's own).
+	clonesvc.Boot `mapstructure:",squash"`
 	// NoTHP keeps QEMU from asking for transparent huge pages on guest
 	// RAM, so that a fault on RAM mapped from a memory tap (a FUSE file
 	// filled on demand) reads the 4 KiB page it touches, not 2–4 MiB

@@ -4,17 +4,19 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/snowflock/snowflock/clonesvc"
 )
 
 func TestConfigValidate(t *testing.T) {
-	for _, c := range []Config{{}, {Accel: "kvm", Machine: "microvm", CPUs: 2, MemoryMiB: 512}} {
+	for _, c := range []Config{{}, {Accel: "kvm", Machine: "microvm", Boot: clonesvc.Boot{CPUs: 2, MemoryMiB: 512}}} {
 		if err := c.Validate(); err != nil {
 			t.Errorf("%+v: %v", c, err)
 		}
 	}
 	for _, c := range []Config{
-		{Accel: "hvf"}, {Machine: "pc"}, {CPUs: -1}, {CPUs: maxCPUs + 1},
-		{MemoryMiB: 8}, {Append: "a\nb"},
+		{Accel: "hvf"}, {Machine: "pc"}, {Boot: clonesvc.Boot{CPUs: -1}}, {Boot: clonesvc.Boot{CPUs: maxCPUs + 1}},
+		{Boot: clonesvc.Boot{MemoryMiB: 8}}, {Boot: clonesvc.Boot{Append: "a\nb"}},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: accepted", c)

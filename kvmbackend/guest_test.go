@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snowflock/snowflock/clonesvc"
 	"github.com/snowflock/snowflock/egosf/guestproto"
 )
 
@@ -81,7 +82,7 @@ func hello(t *testing.T, vm *VM) string {
 // restored from a checkpoint answers on its own channel.
 func TestMicroVMGuest(t *testing.T) {
 	kernel, initrd := guestImage(t)
-	b := newBackend(t, Config{Machine: MachineMicroVM, Kernel: kernel, Initrd: initrd, MemoryMiB: 256})
+	b := newBackend(t, Config{Machine: MachineMicroVM, Boot: clonesvc.Boot{Kernel: kernel, Initrd: initrd, MemoryMiB: 256}})
 	parent := startVM(t, b, "micro")
 	waitConsole(t, parent, "snowflock-guest: ready")
 	hello(t, parent)

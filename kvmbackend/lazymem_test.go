@@ -111,7 +111,7 @@ func mib(n uint64) float64 { return float64(n) / (1 << 20) }
 // little more: the pages are kept for every clone on the host.
 func TestRestoreOnMemoryTap(t *testing.T) {
 	kernel, initrd := guestImage(t)
-	cfg := Config{Machine: MachineMicroVM, Kernel: kernel, Initrd: initrd, MemoryMiB: 256}
+	cfg := Config{Machine: MachineMicroVM, Boot: clonesvc.Boot{Kernel: kernel, Initrd: initrd, MemoryMiB: 256}}
 	parent := startVM(t, newBackend(t, cfg), "lazy-parent")
 	waitConsole(t, parent, "snowflock-guest: ready")
 	hello(t, parent)

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
+
+	"github.com/snowflock/snowflock/clonesvc"
 )
 
 // Guest types.
@@ -20,20 +22,17 @@ type Config struct {
 	XL string `mapstructure:"xl" json:"xl"`
 	// Type is the guest type: pv (default) or pvh.
 	Type string `mapstructure:"type" json:"type"`
-	// CPUs and MemoryMiB are the defaults for specs that leave them zero
-	// (1 and 256: at 160 MiB and less the test guest's kernel runs out of
-	// memory unpacking its 45 MB initramfs, and its files are cut short).
-	CPUs      int `mapstructure:"cpus" json:"cpus"`
-	MemoryMiB int `mapstructure:"memory_mib" json:"memory_mib"`
+	// Boot holds the defaults for specs that leave them out: cpus and
+	// memory_mib (1 and 256: at 160 MiB and less the test guest's kernel
+	// runs out of memory unpacking its 45 MB initramfs, and its files are
+	// cut short), kernel and initrd (for specs that name no kernel; a
+	// domain boots one: Xen has no firmware for PV), append (before the
+	// spec's own).
+	clonesvc.Boot `mapstructure:",squash"`
 	// TargetMiB, when set, balloons a booted VM down to this size (xl
 	// mem-set) once its agent answers: checkpoints then carry only the
 	// pages the guest kept.
 	TargetMiB int `mapstructure:"target_mib" json:"target_mib"`
-	// Kernel, Initrd and Append are the defaults for specs that name no
-	// kernel; Append is added before the spec's own Append.
-	Kernel string `mapstructure:"kernel" json:"kernel"`
-	Initrd string `mapstructure:"initrd" json:"initrd"`
-	Append string `mapstructure:"append" json:"append"`
 	// ConsoleDir is where xenconsoled --log=guest writes the guests'
 	// consoles (default /var/log/xen/console).
 	ConsoleDir string `mapstructure:"console_dir" json:"console_dir"`

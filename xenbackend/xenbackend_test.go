@@ -69,7 +69,8 @@ func TestConfigValidate(t *testing.T) {
 			t.Fatalf("config %+v: %v", c, err)
 		}
 	}
-	for _, c := range []Config{{Type: "hvm"}, {MemoryMiB: 1}, {CPUs: 999}, {Kernel: `/a"b`}, {TargetMiB: 300, MemoryMiB: 256},
+	for _, c := range []Config{{Type: "hvm"}, {Boot: clonesvc.Boot{MemoryMiB: 1}}, {Boot: clonesvc.Boot{CPUs: 999}}, {Boot: clonesvc.Boot{Kernel: `/a"b`}},
+		{TargetMiB: 300, Boot: clonesvc.Boot{MemoryMiB: 256}},
 		{Bridge: "br,script=/evil"}, {Bridge: "a-name-of-16-chr"}, {Bridge: "x y"}, {Bridge: ".."}} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("config %+v validated", c)
