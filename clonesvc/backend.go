@@ -2,8 +2,10 @@ package clonesvc
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"regexp"
 	"time"
 )
@@ -149,4 +151,31 @@ func CheckHostname(h string) error {
 		return fmt.Errorf("hostname %q: want letters, digits, '-' and '.' (RFC 1123)", h)
 	}
 	return nil
+}
+
+// maxRecordState caps the state a Record may carry.
+const maxRecordState = 64 << 10
+
+// Decode checks that r is a record of backend at version and unmarshals
+// its state (JSON, at most 64 KiB) into v. Backends validate v's fields.
+func (r Record) Decode(backend string, version int, v any) error {
+	if r.Backend != backend {
+		return fmt.Errorf("record of backend %q", r.Backend)
+	}
+	if r.Version != version {
+		return fmt.Errorf("record version %d, want %d", r.Version, version)
+	}
+	if len(r.State) > maxRecordState {
+		return fmt.Errorf("record state of %d bytes", len(r.State))
+	}
+	if err := json.Unmarshal(r.State, v); err != nil {
+		return fmt.Errorf("record state: %w", err)
+	}
+	return nil
+}
+
+// IsVMDir reports whether dir can be a VM's directory: a clean absolute
+// path, not the root.
+func IsVMDir(dir string) bool {
+	return filepath.IsAbs(dir) && filepath.Clean(dir) == dir && dir != "/"
 }

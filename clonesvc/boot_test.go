@@ -40,3 +40,27 @@ func TestBootCheckFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestRecordDecode(t *testing.T) {
+	var v struct{ ID string }
+	good := Record{Backend: "xen", Version: 1, State: []byte(`{"ID":"vm-1"}`)}
+	if err := good.Decode("xen", 1, &v); err != nil || v.ID != "vm-1" {
+		t.Fatalf("Decode = %v, %+v", err, v)
+	}
+	big := append([]byte(`{"ID":"`), make([]byte, maxRecordState)...)
+	for _, r := range []Record{
+		{Backend: "kvm", Version: 1, State: good.State},
+		{Backend: "xen", Version: 2, State: good.State},
+		{Backend: "xen", Version: 1, State: []byte(`{"ID":`)},
+		{Backend: "xen", Version: 1, State: big},
+	} {
+		if err := r.Decode("xen", 1, &v); err == nil {
+			t.Errorf("record %s v%d (%d bytes) decoded", r.Backend, r.Version, len(r.State))
+		}
+	}
+	for dir, want := range map[string]bool{"/var/lib/x": true, "/": false, "rel": false, "/a/../b": false, "/a/": false} {
+		if IsVMDir(dir) != want {
+			t.Errorf("IsVMDir(%q) = %v", dir, !want)
+		}
+	}
+}

@@ -5,7 +5,6 @@ package kvmbackend
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -241,30 +240,18 @@ type recordState struct {
 	Hostname  string  `json:"hostname,omitempty"`
 }
 
-// maxRecordState caps a record's state.
-const maxRecordState = 64 << 10
-
 // decodeRecord parses and validates a VM's record.
 func decodeRecord(rec clonesvc.Record) (recordState, error) {
 	var st recordState
-	if rec.Backend != Name {
-		return st, fmt.Errorf("record of backend %q", rec.Backend)
-	}
-	if rec.Version != recordVersion {
-		return st, fmt.Errorf("record version %d, want %d", rec.Version, recordVersion)
-	}
-	if len(rec.State) > maxRecordState {
-		return st, fmt.Errorf("record state of %d bytes", len(rec.State))
-	}
-	if err := json.Unmarshal(rec.State, &st); err != nil {
-		return st, fmt.Errorf("record state: %w", err)
+	if err := rec.Decode(Name, recordVersion, &st); err != nil {
+		return st, err
 	}
 	switch {
 	case st.ID == "":
 		return st, errors.New("record has no VM id")
 	case st.PID <= 0:
 		return st, fmt.Errorf("record pid %d", st.PID)
-	case !filepath.IsAbs(st.Dir) || filepath.Clean(st.Dir) != st.Dir || st.Dir == "/":
+	case !clonesvc.IsVMDir(st.Dir):
 		return st, fmt.Errorf("record directory %q is not a clean absolute path", st.Dir)
 	case !filepath.IsAbs(st.MemPath):
 		return st, fmt.Errorf("record memory path %q is not absolute", st.MemPath)

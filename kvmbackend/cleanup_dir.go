@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/snowflock/snowflock/clonesvc"
 )
 
 // Cleanup stops the QEMU that was started in dir, if any, and removes the
@@ -16,7 +18,7 @@ import (
 // never saved). QEMU is found through its -pidfile, and only a process
 // whose command line names dir's QMP socket is killed.
 func (b *Backend) Cleanup(ctx context.Context, dir string) error {
-	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir || dir == "/" {
+	if !clonesvc.IsVMDir(dir) {
 		return invalid("cleanup: directory %q is not a clean absolute path", dir)
 	}
 	vm := b.newVM(launch{ID: filepath.Base(dir), Dir: dir, MemPath: filepath.Join(dir, fileMem), Share: true})

@@ -6,7 +6,6 @@ package xenbackend
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -115,7 +114,7 @@ func checkSpec(spec clonesvc.VMSpec) error {
 	if err := clonesvc.CheckHostname(domainName(spec.ID)); err != nil {
 		return invalid("VM %s: the ID does not make a domain name: %v", spec.ID, err)
 	}
-	if !filepath.IsAbs(spec.Dir) || filepath.Clean(spec.Dir) != spec.Dir || spec.Dir == "/" {
+	if !clonesvc.IsVMDir(spec.Dir) {
 		return invalid("VM %s: directory %q is not a clean absolute path", spec.ID, spec.Dir)
 	}
 	if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
@@ -246,21 +245,10 @@ type recordState struct {
 	MAC      string  `json:"mac,omitempty"` // the vif's, when the domain has one
 }
 
-const maxRecordState = 64 << 10
-
 func decodeRecord(rec clonesvc.Record) (recordState, error) {
 	var st recordState
-	if rec.Backend != Name {
-		return st, fmt.Errorf("record of backend %q", rec.Backend)
-	}
-	if rec.Version != recordVersion {
-		return st, fmt.Errorf("record version %d, want %d", rec.Version, recordVersion)
-	}
-	if len(rec.State) > maxRecordState {
-		return st, fmt.Errorf("record state of %d bytes", len(rec.State))
-	}
-	if err := json.Unmarshal(rec.State, &st); err != nil {
-		return st, fmt.Errorf("record state: %w", err)
+	if err := rec.Decode(Name, recordVersion, &st); err != nil {
+		return st, err
 	}
 	switch {
 	case st.ID == "":
@@ -269,7 +257,7 @@ func decodeRecord(rec clonesvc.Record) (recordState, error) {
 		return st, fmt.Errorf("record names domain %q for VM %s", st.Name, st.ID)
 	case st.DomID == 0:
 		return st, errors.New("record names domain 0")
-	case !filepath.IsAbs(st.Dir) || filepath.Clean(st.Dir) != st.Dir || st.Dir == "/":
+	case !clonesvc.IsVMDir(st.Dir):
 		return st, fmt.Errorf("record directory %q is not a clean absolute path", st.Dir)
 	}
 	if err := clonesvc.CheckHostname(st.Hostname); err != nil {
@@ -306,7 +294,7 @@ func (b *Backend) Attach(ctx context.Context, rec clonesvc.Record) (clonesvc.VM,
 // Cleanup destroys the domain that was being built in dir, if any, and
 // removes the backend's files there.
 func (b *Backend) Cleanup(ctx context.Context, dir string) error {
-	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir || dir == "/" {
+	if !clonesvc.IsVMDir(dir) {
 		return invalid("cleanup: directory %q is not a clean absolute path", dir)
 	}
 	vm := b.newVM(filepath.Base(dir), dir, "", machine{})
