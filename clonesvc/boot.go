@@ -76,3 +76,22 @@ func CheckFile(what, path string) error {
 	}
 	return nil
 }
+
+// Check validates what every backend's Start and Restore need of a spec:
+// an ID, a valid host name, and a VM directory that is a clean absolute
+// path and exists. Errors wrap ErrInvalidArgument.
+func (s VMSpec) Check() error {
+	if s.ID == "" {
+		return fmt.Errorf("%w: VM spec has no ID", ErrInvalidArgument)
+	}
+	if err := CheckHostname(s.Hostname); err != nil {
+		return fmt.Errorf("%w: VM %s: %w", ErrInvalidArgument, s.ID, err)
+	}
+	if !IsVMDir(s.Dir) {
+		return fmt.Errorf("%w: VM %s: directory %q is not a clean absolute path", ErrInvalidArgument, s.ID, s.Dir)
+	}
+	if fi, err := os.Stat(s.Dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("%w: VM %s: directory %q does not exist", ErrInvalidArgument, s.ID, s.Dir)
+	}
+	return nil
+}

@@ -64,3 +64,21 @@ func TestRecordDecode(t *testing.T) {
 		}
 	}
 }
+
+func TestVMSpecCheck(t *testing.T) {
+	dir := t.TempDir()
+	if err := (VMSpec{ID: "vm-1", Dir: dir, Hostname: "h-1"}).Check(); err != nil {
+		t.Fatalf("good spec: %v", err)
+	}
+	for _, s := range []VMSpec{
+		{Dir: dir},
+		{ID: "vm-1", Dir: dir, Hostname: "bad host"},
+		{ID: "vm-1", Dir: "rel"},
+		{ID: "vm-1", Dir: dir + "/"},
+		{ID: "vm-1", Dir: filepath.Join(dir, "missing")},
+	} {
+		if err := s.Check(); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%+v: %v, want ErrInvalidArgument", s, err)
+		}
+	}
+}

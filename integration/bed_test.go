@@ -294,3 +294,33 @@ func watchdog(dir string) error {
 	go cmd.Wait()
 	return nil
 }
+
+// The scenario.Bed methods (integration/scenario).
+
+func (b *bed) Sfctl(args ...string) ([]byte, error) { return b.sfctl(args...) }
+
+func (b *bed) Parent() string { return b.parent }
+
+func (b *bed) Tail() string { return "sfld log:\n" + b.tail() }
+
+// PoolAllocations lists the static pool's allocations (sfalloc list).
+func (b *bed) PoolAllocations(t *testing.T) []map[string]any {
+	t.Helper()
+	out, err := b.cmd("sfalloc", "list", "--json").Output()
+	if err != nil {
+		t.Fatalf("sfalloc list: %v", err)
+	}
+	var v []map[string]any
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("sfalloc list --json: %q: %v", out, err)
+	}
+	return v
+}
+
+// Leftovers: the bed's QEMU processes other than the parent's.
+func (b *bed) Leftovers(*testing.T) string {
+	if pids := qemuPIDs(b.state); len(pids) != 1 {
+		return fmt.Sprintf("%d QEMU processes of this bed, want 1 (the parent): %v", len(pids), pids)
+	}
+	return ""
+}

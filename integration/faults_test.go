@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/snowflock/snowflock/integration/scenario"
 )
 
 // TestCorruptDescriptor: clones from a checkpoint whose descriptor was
@@ -46,20 +48,7 @@ func TestCorruptDescriptor(t *testing.T) {
 // with the reason); the other clone runs on, and killing the ticket
 // releases every slot.
 func TestCloneDiesBeforeJoin(t *testing.T) {
-	out, err := tb.sfctl("clone", tb.parent, "-n", "3", "--json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r struct {
-		Ticket string `json:"ticket"`
-		Clones []struct {
-			ID string `json:"id"`
-		} `json:"clones"`
-	}
-	if err := json.Unmarshal(out, &r); err != nil || len(r.Clones) != 2 {
-		t.Fatalf("clone --json: %q: %v", out, err)
-	}
-	t.Cleanup(func() { tb.sfctl("kill", r.Ticket) })
+	r := scenario.OperatorClone(t, tb, 3)
 	// Kill one clone's QEMU behind sfld's back, by its pid file.
 	pidfile := filepath.Join(tb.state, "sfld", "vms", r.Clones[0].ID, "qemu.pid")
 	data, err := os.ReadFile(pidfile)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/snowflock/snowflock/integration/hostbed"
+	"github.com/snowflock/snowflock/integration/scenario"
 )
 
 // benchUpto sizes the job each clone runs (sfprimes -single): the same
@@ -181,7 +182,7 @@ func jobMS(b testing.TB, bed *hostbed.Bed, host, id string) float64 {
 	var r struct {
 		TotalMS float64 `json:"total_ms"`
 	}
-	if err := json.Unmarshal(lastJSONLine(out), &r); err != nil {
+	if err := json.Unmarshal(scenario.LastJSONLine(out), &r); err != nil {
 		b.Fatalf("job printed %q: %v", out, err)
 	}
 	return r.TotalMS

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/snowflock/snowflock/integration/hostbed"
+	"github.com/snowflock/snowflock/integration/scenario"
 )
 
 // multiHost starts a bed of n hosts (2 slots each, one shared pool) and
@@ -62,7 +63,7 @@ func primes(t *testing.T, b *hostbed.Bed, parent string, args ...string) (vms, c
 		VMs    int `json:"vms"`
 		Primes int `json:"primes"`
 	}
-	if err := json.Unmarshal(lastJSONLine(out), &r); err != nil {
+	if err := json.Unmarshal(scenario.LastJSONLine(out), &r); err != nil {
 		t.Fatalf("sfprimes printed %q: %v", out, err)
 	}
 	return r.VMs, r.Primes
@@ -213,7 +214,7 @@ func TestFreedMemoryNotFetched(t *testing.T) {
 		Zero      bool `json:"zero"`
 		PatternOK bool `json:"pattern_ok"`
 	}
-	if err := json.Unmarshal(lastJSONLine(out), &tf); err != nil || !tf.Zero || !tf.PatternOK {
+	if err := json.Unmarshal(scenario.LastJSONLine(out), &tf); err != nil || !tf.Zero || !tf.PatternOK {
 		t.Fatalf("the clone's fresh memory: %s (%v)", out, err)
 	}
 	after := fetched()

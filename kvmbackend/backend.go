@@ -61,17 +61,8 @@ func invalid(format string, a ...any) error {
 
 // checkSpec validates what Start and Restore share in a spec.
 func checkSpec(spec clonesvc.VMSpec) error {
-	if spec.ID == "" {
-		return invalid("VM spec has no ID")
-	}
-	if err := clonesvc.CheckHostname(spec.Hostname); err != nil {
-		return invalid("VM %s: %v", spec.ID, err)
-	}
-	if !filepath.IsAbs(spec.Dir) {
-		return invalid("VM %s: directory %q is not an absolute path", spec.ID, spec.Dir)
-	}
-	if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
-		return invalid("VM %s: directory %q does not exist", spec.ID, spec.Dir)
+	if err := spec.Check(); err != nil {
+		return fmt.Errorf("kvm: %w", err)
 	}
 	return nil
 }

@@ -103,22 +103,14 @@ func failed(id string, err error) error {
 	return fmt.Errorf("xen: VM %s: %w: %w", id, clonesvc.ErrVMFailed, err)
 }
 
-// checkSpec validates what Start and Restore share in a spec.
+// checkSpec validates what Start and Restore share in a spec; the ID
+// must also make a domain name.
 func checkSpec(spec clonesvc.VMSpec) error {
-	if spec.ID == "" {
-		return invalid("VM spec has no ID")
-	}
-	if err := clonesvc.CheckHostname(spec.Hostname); err != nil {
-		return invalid("VM %s: %v", spec.ID, err)
+	if err := spec.Check(); err != nil {
+		return fmt.Errorf("xen: %w", err)
 	}
 	if err := clonesvc.CheckHostname(domainName(spec.ID)); err != nil {
 		return invalid("VM %s: the ID does not make a domain name: %v", spec.ID, err)
-	}
-	if !clonesvc.IsVMDir(spec.Dir) {
-		return invalid("VM %s: directory %q is not a clean absolute path", spec.ID, spec.Dir)
-	}
-	if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
-		return invalid("VM %s: directory %q does not exist", spec.ID, spec.Dir)
 	}
 	return nil
 }

@@ -33,9 +33,6 @@ type bed struct {
 
 var tb *bed
 
-// poolSlots is the dom0 static pool's size (contrib/testbed/xen: xen0=…:8).
-const poolSlots = 8
-
 func TestMain(m *testing.M) {
 	code, err := run(m)
 	if err != nil {
@@ -205,4 +202,31 @@ func lastN(s string, n int) string {
 
 func contextTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// The scenario.Bed methods (integration/scenario).
+
+func (b *bed) Sfctl(args ...string) ([]byte, error) { return b.sfctl(args...) }
+
+func (b *bed) Parent() string { return b.parent }
+
+func (b *bed) Tail() string { return b.tail() }
+
+// PoolAllocations lists dom0's static pool's allocations.
+func (b *bed) PoolAllocations(t *testing.T) []map[string]any {
+	t.Helper()
+	out := b.dom0(t, "sfalloc --config /etc/snowflock/sfld.yaml list --json 2>&1")
+	var v []map[string]any
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("sfalloc list --json in dom0: %q: %v", out, err)
+	}
+	return v
+}
+
+// Leftovers: the domains Xen runs besides dom0 and the parent's.
+func (b *bed) Leftovers(t *testing.T) string {
+	if doms, want := domains(t), "sf-"+b.parent; len(doms) != 1 || doms[0] != want {
+		return fmt.Sprintf("domains %v, want only the parent's %s", doms, want)
+	}
+	return ""
 }

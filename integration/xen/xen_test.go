@@ -3,34 +3,15 @@
 package xen
 
 import (
-	"bytes"
 	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-)
 
-// guest runs `sftest ARGS...` in the parent PV domain and decodes the
-// JSON object it prints last into v.
-func guest(t *testing.T, v any, args ...string) {
-	t.Helper()
-	out, err := tb.sfctl(append([]string{"vm", "exec", tb.parent, "--", "sftest"}, args...)...)
-	if err != nil {
-		t.Fatalf("sftest %s: %v\noutput: %s\n%s", strings.Join(args, " "), err, out, tb.tail())
-	}
-	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
-	for i := len(lines) - 1; i >= 0; i-- {
-		if l := bytes.TrimSpace(lines[i]); bytes.HasPrefix(l, []byte("{")) {
-			if err := json.Unmarshal(l, v); err != nil {
-				t.Fatalf("sftest %s printed %q: %v", strings.Join(args, " "), out, err)
-			}
-			return
-		}
-	}
-	t.Fatalf("sftest %s printed no JSON: %q", strings.Join(args, " "), out)
-}
+	"github.com/snowflock/snowflock/integration/scenario"
+)
 
 // domains lists the domains running in the bed (xl list), dom0 excluded.
 func domains(t *testing.T) []string {
@@ -46,58 +27,7 @@ func domains(t *testing.T) []string {
 	return names
 }
 
-func listJSON(t *testing.T, args ...string) []map[string]any {
-	t.Helper()
-	out, err := tb.sfctl(append(args, "--json")...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v []map[string]any
-	if err := json.Unmarshal(out, &v); err != nil {
-		t.Fatalf("sfctl %v --json: %q: %v", args, out, err)
-	}
-	return v
-}
-
-// poolAllocations lists dom0's static pool's allocations.
-func poolAllocations(t *testing.T) []map[string]any {
-	t.Helper()
-	out := tb.dom0(t, "sfalloc --config /etc/snowflock/sfld.yaml list --json 2>&1")
-	var v []map[string]any
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatalf("sfalloc list --json in dom0: %q: %v", out, err)
-	}
-	return v
-}
-
-// settled checks that nothing of a finished family remains: sfld has only
-// the parent, Xen runs only the parent's domain, no ticket and no slot is
-// held.
-func settled(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var vms, tickets, allocs []map[string]any
-	var doms []string
-	for {
-		vms, tickets, allocs, doms = listJSON(t, "vm", "list"), listJSON(t, "tickets"), poolAllocations(t), domains(t)
-		if len(vms) == 1 && len(tickets) == 0 && len(allocs) == 0 && len(doms) == 1 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Second)
-	}
-	if len(vms) != 1 || vms[0]["id"] != tb.parent {
-		t.Errorf("VMs left: %v", vms)
-	}
-	if len(tickets) != 0 {
-		t.Errorf("tickets left: %v", tickets)
-	}
-	if len(allocs) != 0 {
-		t.Errorf("slots still held in the pool: %v", allocs)
-	}
-	if want := []string{"sf-" + tb.parent}; !slices.Equal(doms, want) {
-		t.Errorf("domains running: %v, want only the parent's %v", doms, want)
-	}
-}
+func settled(t *testing.T) { t.Helper(); scenario.Settled(t, tb) }
 
 // TestDomainLifecycle: a VM is a PV domain named after it; its agent
 // answers over xenstore; pause and stop act on the domain.
@@ -144,144 +74,30 @@ func TestDomainLifecycle(t *testing.T) {
 	settled(t)
 }
 
-func TestCloneIDsEachOnce(t *testing.T) {
-	var r struct {
-		Granted int   `json:"granted"`
-		IDs     []int `json:"ids"`
-	}
-	guest(t, &r, "ids", "3")
-	if r.Granted != 3 {
-		t.Fatalf("granted %d, want 3 (the pool has %d slots)", r.Granted, poolSlots)
-	}
-	if !slices.Equal(r.IDs, []int{0, 1, 2}) {
-		t.Fatalf("clone IDs %v, want 0..2 each once", r.IDs)
-	}
-	settled(t)
-}
+// The scenarios shared with the KVM bed (integration/scenario).
 
-func TestParentWritesInvisibleToClones(t *testing.T) {
-	var r struct {
-		Parent struct {
-			File   string `json:"file"`
-			Memory string `json:"memory"`
-		} `json:"parent"`
-		Clones []struct {
-			ID     int    `json:"id"`
-			File   string `json:"file"`
-			Memory string `json:"memory"`
-		} `json:"clones"`
-	}
-	guest(t, &r, "isolation", "3")
-	if r.Parent.File != "B" || r.Parent.Memory != "B" {
-		t.Fatalf("the parent did not see its own later write: %+v", r.Parent)
-	}
-	if len(r.Clones) != 2 {
-		t.Fatalf("%d clones reported, want 2", len(r.Clones))
-	}
-	for _, c := range r.Clones {
-		if c.File != "A" || c.Memory != "A" {
-			t.Errorf("clone %d saw the parent's later write: %+v", c.ID, c)
-		}
-	}
-	settled(t)
-}
+func TestCloneIDsEachOnce(t *testing.T) { scenario.CloneIDsEachOnce(t, tb, 3) }
 
-func TestJoinWaitsForEveryClone(t *testing.T) {
-	var r struct {
-		Granted   int     `json:"granted"`
-		DelaysMS  []int64 `json:"delays_ms"`
-		JoinMS    int64   `json:"join_ms"`
-		AfterLast bool    `json:"after_last"`
-	}
-	guest(t, &r, "join", "3")
-	if r.Granted != 3 || len(r.DelaysMS) != 2 {
-		t.Fatalf("granted %d with %d delays, want 3 and 2: %+v", r.Granted, len(r.DelaysMS), r)
-	}
-	if !r.AfterLast {
-		t.Fatalf("sf_join returned after %d ms, before the last clone exited (delays %v)", r.JoinMS, r.DelaysMS)
-	}
-	settled(t)
-}
+func TestParentWritesInvisibleToClones(t *testing.T) { scenario.ParentWritesInvisibleToClones(t, tb) }
 
-func TestKillRemovesAllClones(t *testing.T) {
-	var r struct {
-		Granted int  `json:"granted"`
-		OK      bool `json:"ok"`
-	}
-	guest(t, &r, "kill", "3")
-	if !r.OK || r.Granted != 3 {
-		t.Fatalf("sftest kill: %+v", r)
-	}
-	settled(t)
-}
+func TestJoinWaitsForEveryClone(t *testing.T) { scenario.JoinWaitsForEveryClone(t, tb) }
+
+func TestKillRemovesAllClones(t *testing.T) { scenario.KillRemovesAllClones(t, tb) }
+
+func TestCheckpointThenCreateClones(t *testing.T) { scenario.CheckpointThenCreateClones(t, tb) }
 
 // TestSfldKilledMidClone: dom0's sfld is SIGKILLed while clones are being
 // restored; the restarted sfld (dom0's init restarts it) leaves no clone
 // domain and no held slot, and the parent clones again.
 func TestSfldKilledMidClone(t *testing.T) {
-	done := make(chan error, 1)
-	go func() {
-		_, err := tb.sfctl("vm", "exec", tb.parent, "--", "sftest", "ids", "3")
-		done <- err
-	}()
-	// Wait until a clone's domain is being built.
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
+	underWay := func() bool {
 		// A clone's directory exists from the start of its restore.
-		out := tb.dom0(t, "ls /var/lib/snowflock/sfld/vms 2>/dev/null | wc -l")
-		if n, err := strconv.Atoi(strings.TrimSpace(out)); err == nil && n > 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no clone started within 3 minutes:\n%s", tb.tail())
-		}
-		time.Sleep(200 * time.Millisecond)
+		n, err := strconv.Atoi(strings.TrimSpace(tb.dom0(t, "ls /var/lib/snowflock/sfld/vms 2>/dev/null | wc -l")))
+		return err == nil && n > 1
 	}
-	tb.dom0(t, "kill -9 $(cat /run/sfld.pid)")
-	<-done // sfctl loses its connection
-	if err := tb.waitSfld(2 * time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	settled(t)
-	var r struct {
-		IDs []int `json:"ids"`
-	}
-	guest(t, &r, "ids", "2")
-	if !slices.Equal(r.IDs, []int{0, 1}) {
-		t.Fatalf("after the restart, clone IDs %v, want [0 1]", r.IDs)
-	}
-	settled(t)
-}
-
-// TestCheckpointThenCreateClones: sf_checkpoint_parent, then
-// sf_create_clones later: the clones resume inside the checkpoint call.
-func TestCheckpointThenCreateClones(t *testing.T) {
-	var cp struct {
-		Checkpoint string `json:"checkpoint"`
-		CloneID    int    `json:"clone_id"`
-	}
-	guest(t, &cp, "checkpoint")
-	if cp.Checkpoint == "" || cp.CloneID != 0 {
-		t.Fatalf("sftest checkpoint: %+v", cp)
-	}
-	var r struct {
-		Granted int `json:"granted"`
-		Exits   []struct {
-			CloneID int    `json:"clone_id"`
-			Result  string `json:"result"`
-			Killed  bool   `json:"killed"`
-		} `json:"exits"`
-	}
-	guest(t, &r, "create-clones", cp.Checkpoint, "3")
-	if r.Granted != 3 || len(r.Exits) != 2 {
-		t.Fatalf("create-clones: %+v", r)
-	}
-	for _, e := range r.Exits {
-		if want := "resumed-at-checkpoint:" + strconv.Itoa(e.CloneID); e.Result != want || e.Killed {
-			t.Errorf("clone %d ended with %q (killed %v), want %q", e.CloneID, e.Result, e.Killed, want)
-		}
-	}
-	settled(t)
+	kill := func() { tb.dom0(t, "kill -9 $(cat /run/sfld.pid)") }
+	restart := func() error { return tb.waitSfld(2 * time.Minute) }
+	scenario.SfldKilledMidClone(t, tb, 3, underWay, kill, restart)
 }
 
 // TestClonesOwnNamesAndMACs: an operator clone of the parent gives every
@@ -289,19 +105,7 @@ func TestCheckpointThenCreateClones(t *testing.T) {
 // domain's vif on dom0's bridge xenbr0), and the clone's guest sees its
 // new MAC, not the parent's: netfront reads it again after the restore.
 func TestClonesOwnNamesAndMACs(t *testing.T) {
-	out, err := tb.sfctl("clone", tb.parent, "-n", "3", "--json")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, tb.tail())
-	}
-	var r struct {
-		Ticket string `json:"ticket"`
-		Clones []struct {
-			ID string `json:"id"`
-		} `json:"clones"`
-	}
-	if err := json.Unmarshal(out, &r); err != nil || len(r.Clones) != 2 {
-		t.Fatalf("sfctl clone --json printed %q: %v", out, err)
-	}
+	r := scenario.OperatorClone(t, tb, 3)
 	defer func() {
 		if _, err := tb.sfctl("kill", r.Ticket); err != nil {
 			t.Error(err)
