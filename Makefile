@@ -133,7 +133,10 @@ xen-up: build guest xen-image
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(XEN_DOM0_BIN)/sfld ./cmd/sfld
 	@contrib/testbed/xen/testbed up --dir $(XEN_DIR) --sfld $(XEN_DOM0_BIN)/sfld --guest build/guest \
 	  --mem $(XEN_MEM) $(if $(XEN_PORT),--port $(XEN_PORT)) >/dev/null
-	@port=$$(cat $(XEN_DIR)/port); \
+	@port=$$(cat $(XEN_DIR)/port); i=0; \
+	  until $(BIN)/sfctl --config $(XEN_DIR)/host.yaml --addr 127.0.0.1:$$port info >/dev/null 2>&1; do \
+	    i=$$((i + 1)); [ $$i -le 120 ] || { echo "xen-up: dom0's sfld did not answer within 60s (dom0:/var/log/sfld.log)"; exit 1; }; sleep 0.5; \
+	  done; \
 	  echo "xen-up: Xen 4.17 host up in $(XEN_DIR) (QEMU pid $$(cat $(XEN_DIR)/qemu.pid)); dom0 sfld at 127.0.0.1:$$port"; \
 	  echo "  $(BIN)/sfctl --config $(XEN_DIR)/host.yaml --addr 127.0.0.1:$$port info"; \
 	  echo "  contrib/testbed/xen/testbed exec --dir $(XEN_DIR) -- xl list"; \

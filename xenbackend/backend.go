@@ -41,8 +41,10 @@ const (
 type Backend struct {
 	cfg Config
 	xl  xl
-	xs  *xenstore.Client
 	log zerolog.Logger
+
+	xsMu sync.RWMutex
+	xs   *xenstore.Client // the current connection (store): replaced when it drops
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -89,7 +91,14 @@ func New(cfg Config) (*Backend, error) {
 // xenstore connection.
 func (b *Backend) Close() error {
 	b.cancel()
-	return b.xs.Close()
+	return b.store().Close()
+}
+
+// store returns the xenstore connection.
+func (b *Backend) store() *xenstore.Client {
+	b.xsMu.RLock()
+	defer b.xsMu.RUnlock()
+	return b.xs
 }
 
 // Name returns "xen".
@@ -165,7 +174,7 @@ func (b *Backend) create(ctx context.Context, spec clonesvc.VMSpec, m machine, b
 			vm.removeFiles()
 		}
 	}()
-	if _, ok, err := domainNamed(ctx, b.xs, vm.name); err != nil {
+	if _, ok, err := domainNamed(ctx, b.store(), vm.name); err != nil {
 		return nil, failed(spec.ID, err)
 	} else if ok {
 		return nil, invalid("VM %s: a domain called %s already exists", spec.ID, vm.name)
@@ -197,7 +206,7 @@ func (b *Backend) create(ctx context.Context, spec clonesvc.VMSpec, m machine, b
 	if err != nil {
 		return nil, failed(spec.ID, err)
 	}
-	domid, ok, err := domainNamed(ctx, b.xs, vm.name)
+	domid, ok, err := domainNamed(ctx, b.store(), vm.name)
 	if err != nil {
 		return nil, failed(spec.ID, err)
 	}
@@ -211,12 +220,12 @@ func (b *Backend) create(ctx context.Context, spec clonesvc.VMSpec, m machine, b
 
 // destroyByName destroys the domain called name if it exists.
 func (b *Backend) destroyByName(ctx context.Context, name string) error {
-	domid, ok, err := domainNamed(ctx, b.xs, name)
+	domid, ok, err := domainNamed(ctx, b.store(), name)
 	if err != nil || !ok {
 		return err
 	}
 	if _, err := b.xl.run(ctx, "destroy", fmt.Sprint(domid)); err != nil {
-		if still, _ := domainIs(ctx, b.xs, domid, name); still {
+		if still, _ := domainIs(ctx, b.store(), domid, name); still {
 			return err
 		}
 	}
@@ -270,7 +279,7 @@ func (b *Backend) Attach(ctx context.Context, rec clonesvc.Record) (clonesvc.VM,
 	}
 	vm := b.newVM(st.ID, st.Dir, st.Hostname, st.Machine)
 	vm.domid, vm.mac = st.DomID, st.MAC
-	alive, err := domainIs(ctx, b.xs, st.DomID, st.Name)
+	alive, err := domainIs(ctx, b.store(), st.DomID, st.Name)
 	if err != nil {
 		return nil, fmt.Errorf("xen: attach VM %s: %w", st.ID, err)
 	}

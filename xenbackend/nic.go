@@ -34,7 +34,7 @@ func macFor(id string, n int) string {
 // same address while it is free), and unlike every MAC held by another VM
 // of this backend or by any domain's vif on this host.
 func (b *Backend) reserveMAC(ctx context.Context, id string) (string, error) {
-	inUse, err := hostMACs(ctx, b.xs)
+	inUse, err := hostMACs(ctx, b.store())
 	if err != nil {
 		return "", fmt.Errorf("list the host's vifs: %w", err)
 	}

@@ -80,7 +80,7 @@ func (v *VM) xlDomain(ctx context.Context, verb string) error {
 
 // alive fails unless the VM's domain still runs.
 func (v *VM) alive(ctx context.Context) error {
-	ok, err := domainIs(ctx, v.b.xs, v.domid, v.name)
+	ok, err := domainIs(ctx, v.b.store(), v.domid, v.name)
 	if err != nil {
 		return failed(v.id, err)
 	}
@@ -98,7 +98,7 @@ func (v *VM) DialChannel(ctx context.Context) (io.ReadWriteCloser, error) {
 	if err := v.alive(ctx); err != nil {
 		return nil, err
 	}
-	c, err := xenchan.Host(ctx, v.b.xs, v.domid)
+	c, err := xenchan.Host(ctx, v.b.store(), v.domid)
 	if err != nil {
 		return nil, failed(v.id, fmt.Errorf("guest channel: %w", err))
 	}
@@ -149,13 +149,13 @@ func (v *VM) markDone() {
 // Destroy destroys the domain and removes the VM's files.
 func (v *VM) Destroy(ctx context.Context) error {
 	if v.domid != 0 {
-		ok, err := domainIs(ctx, v.b.xs, v.domid, v.name)
+		ok, err := domainIs(ctx, v.b.store(), v.domid, v.name)
 		if err != nil {
 			return failed(v.id, err)
 		}
 		if ok {
 			if _, err := v.b.xl.run(ctx, "destroy", fmt.Sprint(v.domid)); err != nil {
-				if still, _ := domainIs(ctx, v.b.xs, v.domid, v.name); still {
+				if still, _ := domainIs(ctx, v.b.store(), v.domid, v.name); still {
 					return failed(v.id, err)
 				}
 			}
@@ -185,25 +185,29 @@ func (v *VM) removeFiles() {
 // backend's back and a missed event.
 const monitorPoll = 3 * time.Second
 
+// When the xenstore connection drops (xenstored restarted, or closed it),
+// the monitor opens a new one and watches again; lookups and guest
+// channels use the new connection from then on (a guest channel on the
+// old one fails, and the service dials it again).
 func (b *Backend) startMonitor() error {
-	w, err := b.xs.Watch(b.ctx, xenstore.ReleaseDomain, fmt.Sprintf("sfld-release-%d", os.Getpid()))
+	w, err := b.watchReleases(b.store())
 	if err != nil {
-		return fmt.Errorf("watch %s: %w", xenstore.ReleaseDomain, err)
+		return err
 	}
 	go func() {
-		defer w.Close()
 		t := time.NewTicker(monitorPoll)
 		defer t.Stop()
-		events := w.Events()
 		for {
 			reap := false
 			select {
 			case <-b.ctx.Done():
+				w.Close()
 				return
-			case _, ok := <-events:
+			case _, ok := <-w.Events():
 				if !ok {
-					b.log.Warn().Msg("xenstore watch of domain ends closed; polling")
-					events = nil
+					if w = b.reconnect(); w == nil {
+						return
+					}
 				}
 				reap = true
 			case <-t.C:
@@ -212,6 +216,64 @@ func (b *Backend) startMonitor() error {
 		}
 	}()
 	return nil
+}
+
+// watchReleases watches @releaseDomain on xs.
+func (b *Backend) watchReleases(xs *xenstore.Client) (*xenstore.Watch, error) {
+	w, err := xs.Watch(b.ctx, xenstore.ReleaseDomain, fmt.Sprintf("sfld-release-%d", os.Getpid()))
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", xenstore.ReleaseDomain, err)
+	}
+	return w, nil
+}
+
+// Reconnection backoff.
+const (
+	reconnectFirst = 200 * time.Millisecond
+	reconnectMax   = 5 * time.Second
+)
+
+// reconnect replaces the xenstore connection after its watch closed, and
+// returns the new connection's watch; nil once the backend is closed.
+func (b *Backend) reconnect() *xenstore.Watch {
+	old := b.store()
+	cause := old.Err()
+	if cause == nil {
+		cause = errors.New("the domain-release watch closed")
+	}
+	b.log.Error().Err(cause).Msg("xenstore connection lost; reconnecting")
+	old.Close()
+	delay := reconnectFirst
+	for try := 1; ; try++ {
+		select {
+		case <-b.ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, reconnectMax)
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		xs, err := xenstore.Open(ctx)
+		cancel()
+		if err != nil {
+			b.log.Warn().Err(err).Int("try", try).Msg("xenstore reconnect")
+			continue
+		}
+		w, err := b.watchReleases(xs)
+		if err != nil {
+			xs.Close()
+			b.log.Warn().Err(err).Int("try", try).Msg("xenstore reconnect")
+			continue
+		}
+		b.xsMu.Lock()
+		b.xs = xs
+		b.xsMu.Unlock()
+		if b.ctx.Err() != nil { // closed meanwhile: Close saw the old one
+			xs.Close()
+			return nil
+		}
+		b.log.Info().Int("try", try).Msg("xenstore reconnected")
+		return w
+	}
 }
 
 // suspendGrace is how long the reaper leaves a domain that is suspended
@@ -245,7 +307,7 @@ func (b *Backend) checkVMs(reap bool) {
 		b.reap(ctx, vms)
 	}
 	for _, v := range vms {
-		ok, err := domainIs(ctx, b.xs, v.domid, v.name)
+		ok, err := domainIs(ctx, b.store(), v.domid, v.name)
 		if err == nil && !ok {
 			b.log.Info().Str("vm", v.id).Uint32("domid", v.domid).Msg("domain ended")
 			v.markDone()
