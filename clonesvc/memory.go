@@ -70,14 +70,17 @@ func (s *Service) serveFamily(ctx context.Context, cp *CheckpointRecord) (Memory
 		image.Close()
 		return MemoryEndpoint{}, fmt.Errorf("memory server: %w", err)
 	}
+	// The server serves on this very socket: the port the kernel picked
+	// stays the family's (closing and binding again let another socket of
+	// this host take it in between).
 	port := lis.LocalAddr().(*net.UDPAddr).Port
-	lis.Close()
 	group := s.familyGroup(cp.Family)
 	srv, err := mcdist.NewServer(mcdist.ServerConfig{
 		FamilyID: cp.Family, Key: key, Image: image, Pages: region.Size / uint64(region.PageSize), Zero: region.Zero,
-		Listen: netip.AddrPortFrom(addr, uint16(port)), Group: group, Unicast: s.cfg.MemoryUnicast,
+		Listen: netip.AddrPortFrom(addr, uint16(port)), Conn: lis, Group: group, Unicast: s.cfg.MemoryUnicast,
 	})
 	if err != nil {
+		lis.Close()
 		image.Close()
 		return MemoryEndpoint{}, fmt.Errorf("memory server: %w", err)
 	}

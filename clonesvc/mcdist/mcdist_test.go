@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -210,5 +212,33 @@ func TestLateJoinerServedByUnicast(t *testing.T) {
 	}
 	if es.DuplicatePages != 0 || es.PacketsReceived != 8*uint64(fragmentCount(DefaultMaxDatagram)) {
 		t.Errorf("the early host heard %d packets and %d duplicate pages after its own fetches", es.PacketsReceived, es.DuplicatePages)
+	}
+}
+
+// A server given an open socket (ServerConfig.Conn: a port the kernel
+// picked) serves on that socket: the port never goes back to the kernel,
+// where another socket of the host could take it before the server binds.
+func TestServeOnGivenSocket(t *testing.T) {
+	b := newBed(t, 2)
+	f := newFamily(16, 4)
+	cfg := f.serverConfig(b, 0)
+	var lis *net.UDPConn
+	var err error
+	b.inWait(0, func() { lis, err = net.ListenUDP("udp4", &net.UDPAddr{IP: b.hosts[0].addr.AsSlice()}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = netip.AddrPortFrom(b.hosts[0].addr, uint16(lis.LocalAddr().(*net.UDPAddr).Port))
+	cfg.Conn = lis
+	startServer(t, b, 0, cfg)
+	st := newMemStore()
+	ccfg := f.clientConfig(b, 0, st)
+	ccfg.Server = cfg.Listen
+	c := startClient(t, b, 1, ccfg)
+	if err := c.Fetch(context.Background(), 2); err != nil {
+		t.Fatalf("fetch from the server on its given socket %v: %v", cfg.Listen, err)
+	}
+	if got, _ := st.get(2); !bytes.Equal(got, f.page(2)) {
+		t.Error("page 2 differs from the image")
 	}
 }

@@ -43,6 +43,11 @@ type ServerConfig struct {
 	Zero []byte
 	// Listen is the UDP address requests arrive at.
 	Listen netip.AddrPort
+	// Conn, if set, is a socket already bound to Listen that Serve uses
+	// (and closes) instead of binding Listen itself: a caller that had
+	// the kernel pick the port keeps it, where closing and binding again
+	// would let another socket take it meanwhile.
+	Conn *net.UDPConn
 	// Group is the family's IPv4 multicast group and port.
 	Group netip.AddrPort
 	// Interface names the interface to multicast on ("": the route's).
@@ -212,10 +217,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	ifi, err := lookupInterface(s.cfg.Interface)
 	if err != nil {
+		if s.cfg.Conn != nil {
+			s.cfg.Conn.Close()
+		}
 		return err
 	}
 	s.ifi = ifi
-	conn, err := listenUnicast(s.cfg.Listen, ifi, s.cfg.MulticastTTL)
+	var conn *net.UDPConn
+	if s.cfg.Conn != nil {
+		conn, err = prepareUnicast(s.cfg.Conn, ifi, s.cfg.MulticastTTL)
+	} else {
+		conn, err = listenUnicast(s.cfg.Listen, ifi, s.cfg.MulticastTTL)
+	}
 	if err != nil {
 		return err
 	}

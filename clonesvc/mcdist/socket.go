@@ -62,6 +62,13 @@ func listenUnicast(addr netip.AddrPort, ifi *net.Interface, ttl int) (*net.UDPCo
 	if err != nil {
 		return nil, fmt.Errorf("mcdist: listen %v: %w", addr, err)
 	}
+	return prepareUnicast(conn, ifi, ttl)
+}
+
+// prepareUnicast sets the buffers and multicast options of an open UDP
+// socket; on failure it closes conn.
+func prepareUnicast(conn *net.UDPConn, ifi *net.Interface, ttl int) (*net.UDPConn, error) {
+	addr := conn.LocalAddr()
 	setBuffers(conn)
 	raw, err := conn.SyscallConn()
 	if err != nil {
