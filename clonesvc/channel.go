@@ -64,7 +64,7 @@ func (c *channel) run() {
 		}
 		c.conn = conn
 		c.mu.Unlock()
-		go c.hello()
+		go c.hello(conn)
 		c.read(conn)
 		c.mu.Lock()
 		c.conn = nil
@@ -181,14 +181,34 @@ func (c *channel) call(ctx context.Context, m *guestproto.Message) (*guestproto.
 	}
 }
 
-// hello greets the agent after a connect. Its reply lists the requests the
-// agent still waits on: a clone's resume reply is sent now; requests the
-// service does not know (an earlier sfld took them to its grave) are
+// helloRetry is how long hello waits for the agent's answer before it
+// connects again and says hello anew.
+const helloRetry = 20 * time.Second
+
+// hello greets the agent after connect conn. Its reply lists the requests
+// the agent still waits on: a clone's resume reply is sent now; requests
+// the service does not know (an earlier sfld took them to its grave) are
 // failed so that no guest program waits forever.
-func (c *channel) hello() {
-	ctx, cancel := context.WithTimeout(c.s.ctx, 10*time.Minute)
+//
+// With no answer within helloRetry (the agent is not up yet, or the
+// connection lost its answer: seen once on Xen, where a new connection
+// then got it at once) hello closes conn, and run connects again and says
+// hello again. The agent answers every hello; an answer to an older one
+// is dropped.
+func (c *channel) hello(conn io.Closer) {
+	ctx, cancel := context.WithTimeout(c.s.ctx, helloRetry)
 	defer cancel()
 	r, err := c.call(ctx, &guestproto.Message{Op: guestproto.OpHello})
+	if errors.Is(err, context.DeadlineExceeded) && c.s.ctx.Err() == nil {
+		c.mu.Lock()
+		current := c.conn == conn
+		c.mu.Unlock()
+		if current {
+			c.s.log.Debug().Str("vm", c.e.id()).Dur("after", helloRetry).Msg("no answer to hello; connecting again")
+			conn.Close() // read returns; run connects again
+		}
+		return
+	}
 	if err != nil {
 		c.s.log.Debug().Str("vm", c.e.id()).Err(err).Msg("hello")
 		return
