@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -84,8 +85,11 @@ func procState(pid int) byte {
 func TestRunOnTerminal(t *testing.T) {
 	cfg := pool(t, "")
 	master, slave := openPTY(t)
-	script := `trap 'echo got-INT' INT; echo ready; i=0; while [ $i -lt 40 ]; do sleep 0.1; i=$((i+1)); done; echo finished`
-	cmd := exec.Command(sfalloc, "--config", cfg, "run", "-n", "1", "--", "sh", "-c", script)
+	// The command runs until the test says it may finish (a file appears):
+	// on a loaded machine a fixed run time could end before Ctrl-Z.
+	done := filepath.Join(t.TempDir(), "done")
+	script := `trap 'echo got-INT' INT; echo ready; while [ ! -e "$1" ]; do sleep 0.1; done; echo finished`
+	cmd := exec.Command(sfalloc, "--config", cfg, "run", "-n", "1", "--", "sh", "-c", script, "sh", done)
 	cmd.Env = cleanEnv()
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	// sfalloc leads a new session whose controlling terminal is the pty, as
@@ -110,7 +114,7 @@ func TestRunOnTerminal(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for procState(cmd.Process.Pid) != 'T' {
 		if time.Now().After(deadline) {
-			t.Fatalf("sfalloc did not stop with its command (state %q)", procState(cmd.Process.Pid))
+			t.Fatalf("sfalloc did not stop with its command (state %q); terminal: %q", procState(cmd.Process.Pid), out.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -118,6 +122,9 @@ func TestRunOnTerminal(t *testing.T) {
 		t.Errorf("suspended run holds %+v; want its slot, leased for the default hour", all)
 	}
 	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil { // fg
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(done, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if code := exitOf(t, cmd.Wait()); code != 0 {
