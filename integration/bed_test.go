@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/snowflock/snowflock/integration/scenario"
 )
 
 // bed is the shared test bed.
@@ -35,24 +36,13 @@ var tb *bed
 // Slots in the test pool: enough for 8 clones at once.
 const poolSlots = 10
 
-func TestMain(m *testing.M) {
-	code, err := run(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "integration test bed:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { scenario.Main(m, "integration", run) }
 
 func run(m *testing.M) (int, error) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Dir(filepath.Dir(file))
-	for _, f := range []string{"build/guest/vmlinuz", "build/guest/initrd.img"} {
-		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
-			return 1, fmt.Errorf("%s is missing: run `make guest` (make test does it first): %w", f, err)
-		}
+	if err := scenario.GuestBuilt(root); err != nil {
+		return 1, err
 	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		return 1, fmt.Errorf("qemu-system-x86_64 is missing: run `make deps`: %w", err)
@@ -209,13 +199,7 @@ func (b *bed) sfctl(args ...string) ([]byte, error) {
 	defer cancel()
 	cmd := b.cmd("sfctl", append([]string{"--addr", listenAddr}, args...)...)
 	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return out, fmt.Errorf("sfctl %s: %v: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out, nil
+	return scenario.Output(cmd, "sfctl "+strings.Join(args, " "))
 }
 
 // tail is the end of sfld's log, for failure messages.

@@ -184,10 +184,12 @@ func (b *Backend) create(ctx context.Context, spec clonesvc.VMSpec, m machine, b
 	}
 	var n *nic
 	if b.cfg.Bridge != "" {
-		mac, err := b.reserveMAC(ctx, spec.ID)
-		if err != nil {
-			return nil, failed(spec.ID, err)
+		mac, merr := b.reserveMAC(ctx, spec.ID)
+		if merr != nil {
+			return nil, failed(spec.ID, merr)
 		}
+		// err is create's result here (not shadowed): the MAC is freed
+		// whenever the build fails after this point.
 		vm.mac = mac
 		defer func() {
 			if err != nil {

@@ -10,6 +10,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -32,6 +35,42 @@ type Bed interface {
 	Leftovers(t *testing.T) string
 	// Tail is the end of the bed's logs, for failure messages.
 	Tail() string
+}
+
+// Main is a bed's TestMain: run sets the bed up, runs m and tears the bed
+// down; a setup error is printed as "WHAT test bed: ..." and fails the run.
+func Main(m *testing.M, what string, run func(*testing.M) (int, error)) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s test bed: %v\n", what, err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// GuestBuilt reports, naming the command that builds it, a missing test
+// guest (build/guest under the repository root).
+func GuestBuilt(root string) error {
+	for _, f := range []string{"build/guest/vmlinuz", "build/guest/initrd.img"} {
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+			return fmt.Errorf("%s is missing: run `make guest` (make test does it first): %w", f, err)
+		}
+	}
+	return nil
+}
+
+// Output runs cmd and returns its stdout; its stderr is in the error,
+// which names the command as what.
+func Output(cmd *exec.Cmd, what string) ([]byte, error) {
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("%s: %v: %s", what, err, stderr.String())
+	}
+	return out, nil
 }
 
 // Guest runs `sftest ARGS...` in the parent VM and decodes the JSON object

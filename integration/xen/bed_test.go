@@ -8,7 +8,6 @@
 package xen
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snowflock/snowflock/integration/scenario"
 	"github.com/snowflock/snowflock/integration/xenbed"
 )
 
@@ -33,24 +33,13 @@ type bed struct {
 
 var tb *bed
 
-func TestMain(m *testing.M) {
-	code, err := run(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "xen test bed:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { scenario.Main(m, "xen", run) }
 
 func run(m *testing.M) (int, error) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
-	for _, f := range []string{"build/guest/vmlinuz", "build/guest/initrd.img"} {
-		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
-			return 1, fmt.Errorf("%s is missing: run `make guest` (make test does it first): %w", f, err)
-		}
+	if err := scenario.GuestBuilt(root); err != nil {
+		return 1, err
 	}
 	dir, err := os.MkdirTemp("", "sf-xen-")
 	if err != nil {
@@ -88,15 +77,9 @@ func run(m *testing.M) (int, error) {
 		return 1, err
 	}
 	fmt.Fprintf(os.Stderr, "xen test bed: dom0 and its sfld up in %s\n", time.Since(t0).Round(time.Millisecond))
-	out, err := b.sfctl("vm", "start", "--name", "parent", "--wait", "--json")
-	if err != nil {
-		return 1, fmt.Errorf("boot the parent VM: %v\n%s", err, b.tail())
+	if b.parent, err = b.startVM("parent"); err != nil {
+		return 1, fmt.Errorf("boot the parent VM: %w", err)
 	}
-	var vm struct{ ID string }
-	if err := json.Unmarshal(out, &vm); err != nil || vm.ID == "" {
-		return 1, fmt.Errorf("vm start --json printed %q: %v", out, err)
-	}
-	b.parent = vm.ID
 	fmt.Fprintf(os.Stderr, "xen test bed: parent PV domain booted (%s after the bed started)\n", time.Since(t0).Round(time.Millisecond))
 	return m.Run(), nil
 }
@@ -161,13 +144,7 @@ func (b *bed) sfctl(args ...string) ([]byte, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "sfctl"),
 		append([]string{"--config", b.xen.HostConfig(), "--addr", b.xen.Addr()}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return out, fmt.Errorf("sfctl %s: %v: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out, nil
+	return scenario.Output(cmd, "sfctl "+strings.Join(args, " "))
 }
 
 // dom0 runs a shell command in dom0.
@@ -229,4 +206,19 @@ func (b *bed) Leftovers(t *testing.T) string {
 		return fmt.Sprintf("domains %v, want only the parent's %s", doms, want)
 	}
 	return ""
+}
+
+// startVM boots a VM named name (sfctl vm start --wait) and returns its ID.
+func (b *bed) startVM(name string) (string, error) {
+	out, err := b.sfctl("vm", "start", "--name", name, "--wait", "--json")
+	if err != nil {
+		return "", fmt.Errorf("%v\n%s", err, b.tail())
+	}
+	var vm struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(out, &vm); err != nil || vm.ID == "" {
+		return "", fmt.Errorf("vm start --json printed %q: %v", out, err)
+	}
+	return vm.ID, nil
 }

@@ -70,19 +70,21 @@ type xlBaseline struct {
 }
 
 // baseline times `xl save -c` of the domain into a file and `xl restore`
-// of that file as a new domain (destroyed after), in dom0.
+// of that file as a new domain (destroyed after), in dom0. The image, the
+// configuration and the domain go on any failure too.
 func baseline(name string) (xlBaseline, error) {
 	// busybox date has no %N: times are /proc/uptime's (10 ms steps),
 	// printed in ms.
 	script := fmt.Sprintf(`set -e
 img=/var/lib/snowflock/bench.img
 cfg=/var/lib/snowflock/bench.cfg
+trap 'xl destroy sf-bench >/dev/null 2>&1; rm -f $img $cfg' EXIT
 now() { read -r u _ </proc/uptime; echo "${u%%.*}${u#*.}0"; }
 sed -e 's/^name = .*/name = "sf-bench"/' -e 's/mac=[^,]*/mac=00:16:3e:7f:ff:fe/' /var/lib/snowflock/sfld/vms/%s/domain.cfg > $cfg
 t0=$(now); xl save -c %s $img 2>&1 | tail -2; t1=$(now)
 xl restore -e $cfg $img 2>&1 | tail -2; t2=$(now)
 size=$(stat -c %%s $img)
-xl destroy sf-bench; rm -f $img $cfg
+xl destroy sf-bench
 echo "$((t1 - t0)) $((t2 - t1)) $size"`, strings.TrimPrefix(name, "sf-"), name)
 	ctx, cancel := contextTimeout(5 * time.Minute)
 	defer cancel()

@@ -49,28 +49,22 @@ func TestPVHDomain(t *testing.T) {
 	}
 	restartSfld(t)
 
-	out, err := tb.sfctl("vm", "start", "--name", "pvh", "--wait", "--json")
+	id, err := tb.startVM("pvh")
 	if err != nil {
-		t.Fatalf("%v\n%s", err, tb.tail())
+		t.Fatal(err)
 	}
-	var vm struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(out, &vm); err != nil || vm.ID == "" {
-		t.Fatalf("vm start --json printed %q: %v", out, err)
-	}
-	defer tb.sfctl("vm", "stop", vm.ID)
-	name := "sf-" + vm.ID
+	defer tb.sfctl("vm", "stop", id)
+	name := "sf-" + id
 	if info := tb.dom0(t, "xl list -l "+name); !strings.Contains(info, `"type": "pvh"`) {
 		t.Fatalf("domain %s is not a PVH domain:\n%.2000s", name, info)
 	}
-	out, err = tb.sfctl("vm", "exec", vm.ID, "--", "sh", "-c", "echo pvh-$(hostname)")
+	out, err := tb.sfctl("vm", "exec", id, "--", "sh", "-c", "echo pvh-$(hostname)")
 	if err != nil || !strings.Contains(string(out), "pvh-pvh") {
 		t.Fatalf("exec in the PVH domain: %q %v\n%s", out, err, tb.tail())
 	}
 
 	// An operator clone of the PVH VM.
-	out, err = tb.sfctl("clone", vm.ID, "-n", "2", "--json")
+	out, err = tb.sfctl("clone", id, "-n", "2", "--json")
 	if err != nil {
 		t.Fatalf("clone a PVH VM: %v\n%s", err, tb.tail())
 	}
@@ -90,7 +84,7 @@ func TestPVHDomain(t *testing.T) {
 	if _, err := tb.sfctl("kill", f.Ticket); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tb.sfctl("vm", "stop", vm.ID); err != nil {
+	if _, err := tb.sfctl("vm", "stop", id); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -3,7 +3,6 @@
 package xen
 
 import (
-	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,24 +31,18 @@ func settled(t *testing.T) { t.Helper(); scenario.Settled(t, tb) }
 // TestDomainLifecycle: a VM is a PV domain named after it; its agent
 // answers over xenstore; pause and stop act on the domain.
 func TestDomainLifecycle(t *testing.T) {
-	out, err := tb.sfctl("vm", "start", "--name", "lifecycle", "--wait", "--json")
+	id, err := tb.startVM("lifecycle")
 	if err != nil {
-		t.Fatalf("%v\n%s", err, tb.tail())
+		t.Fatal(err)
 	}
-	var vm struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(out, &vm); err != nil || vm.ID == "" {
-		t.Fatalf("vm start --json printed %q: %v", out, err)
-	}
-	name := "sf-" + vm.ID
+	name := "sf-" + id
 	if doms := domains(t); !slices.Contains(doms, name) {
 		t.Fatalf("domain %s not in xl list: %v", name, doms)
 	}
 	if info := tb.dom0(t, "xl list -l "+name); !strings.Contains(info, `"type": "pv"`) {
 		t.Errorf("domain %s is not a PV domain:\n%.2000s", name, info)
 	}
-	out, err = tb.sfctl("vm", "exec", vm.ID, "--", "sh", "-c", "echo hello-from-$(hostname); cat /sys/hypervisor/type 2>/dev/null || ls /dev/xen")
+	out, err := tb.sfctl("vm", "exec", id, "--", "sh", "-c", "echo hello-from-$(hostname); cat /sys/hypervisor/type 2>/dev/null || ls /dev/xen")
 	if err != nil {
 		t.Fatalf("exec in the domain: %v\n%s", err, tb.tail())
 	}
@@ -62,10 +55,10 @@ func TestDomainLifecycle(t *testing.T) {
 		t.Errorf("xl list after pause: %s", st)
 	}
 	tb.dom0(t, "xl unpause "+name)
-	if _, err := tb.sfctl("vm", "exec", vm.ID, "--", "true"); err != nil {
+	if _, err := tb.sfctl("vm", "exec", id, "--", "true"); err != nil {
 		t.Fatalf("exec after unpause: %v", err)
 	}
-	if _, err := tb.sfctl("vm", "stop", vm.ID); err != nil {
+	if _, err := tb.sfctl("vm", "stop", id); err != nil {
 		t.Fatal(err)
 	}
 	if doms := domains(t); slices.Contains(doms, name) {
